@@ -1,0 +1,87 @@
+# Two commands do all the set-up on a fresh Debian machine:
+#   make book   -> .venv, Python deps, Debian data packages, executes every chapter, builds _build/html
+#   make test   -> the same environment; unit tests, lint, then executes every chapter (a failing cell fails)
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+REQ_HASH := $(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
+STAMP    := $(VENV)/.installed-$(REQ_HASH)
+APT_PKGS := tuxpaint-stamps-default fonts-noto-color-emoji
+BOOK_FLAGS ?= -W -n --keep-going
+
+export PRH_CACHE_DIR ?= $(CURDIR)/.cache/prhlib
+export PRH_PROGRESS  ?= 0
+export MPLBACKEND    ?= Agg
+export PYTHONHASHSEED ?= 0
+export TOKENIZERS_PARALLELISM ?= false
+ifeq ($(PRH_PROFILE),full)
+else
+# The small profile never touches a model hub.
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+endif
+
+.PHONY: help install system-deps test unit lint book pdf bench clean
+
+help:
+	@echo "make book    build the website into _build/html (executes every chapter)"
+	@echo "make test    unit tests + lint + execute every chapter (what CI runs)"
+	@echo "make bench   performance benchmarks (ratios against plain baselines)"
+	@echo "make pdf     a PDF of the built book (headless Chromium)"
+	@echo "make clean   remove _build and the feature/model cache"
+
+# --- environment ------------------------------------------------------------------------------
+$(STAMP): requirements.txt pyproject.toml
+	@start=$$(date +%s); \
+	test -x $(PY) || python3 -m venv $(VENV); \
+	$(PY) -m pip install -q --upgrade pip wheel setuptools; \
+	$(PY) -m pip install -q -r requirements.txt; \
+	$(PY) -m pip install -q --no-deps -e .; \
+	rm -f $(VENV)/.installed-*; touch $@; \
+	echo "[make] Python environment installed in $$(( $$(date +%s) - start )) s"
+
+install: $(STAMP) system-deps
+
+system-deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    start=$$(date +%s); echo "[make] installing Debian data packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    echo "[make] Debian packages installed in $$(( $$(date +%s) - start )) s"; \
+	  else \
+	    echo "[make] missing Debian packages:$$missing -- run: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+# --- checks ----------------------------------------------------------------------------------
+unit: install
+	@start=$$(date +%s); \
+	$(PY) -m pytest -q tests; \
+	echo "[make] unit tests took $$(( $$(date +%s) - start )) s"
+
+lint: install
+	@if [ -d .github/workflows ]; then $(VENV)/bin/actionlint .github/workflows/*.yml && echo "[make] actionlint: workflows OK"; fi
+
+test: unit lint
+	@start=$$(date +%s); \
+	rm -rf _build/html; \
+	$(VENV)/bin/jupyter-book build . --builder html $(BOOK_FLAGS); \
+	$(PY) tools/report_times.py _build || true; \
+	echo "[make] executing every chapter and building the site took $$(( $$(date +%s) - start )) s"
+
+# --- outputs ---------------------------------------------------------------------------------
+book: install
+	@start=$$(date +%s); \
+	$(VENV)/bin/jupyter-book build . --builder html $(BOOK_FLAGS); \
+	$(PY) tools/report_times.py _build || true; \
+	echo "[make] site built in $$(( $$(date +%s) - start )) s: open $(CURDIR)/_build/html/index.html"
+
+bench: install
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
+
+clean:
+	rm -rf _build .cache

@@ -1,0 +1,179 @@
+"""One switch for the whole book: the profile, plus the seed, device and cache folder.
+
+Profiles
+--------
+``small`` (default)
+    CPU only, offline. Real pretrained models that ship inside PyPI wheels, real image--caption
+    pairs from Debian packages, and the toy world. This is what CI executes and what the website shows.
+``full``
+    GPU and internet (e.g. Google Colab): the paper's models and the WIT-1024 pairs.
+
+Choose with the environment variable ``PRH_PROFILE`` or with one call at the top of a chapter::
+
+    from prhlib import config
+    config.setup()                 # profile from PRH_PROFILE, default "small"; seed 0
+    config.setup(profile="full")   # checks the network first and fails fast without it
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from pathlib import Path
+
+import numpy as np
+
+PROFILES = ("small", "full")
+DEFAULT_SEED = 0
+
+#: Hosts the full profile needs. Checked once by :func:`check_network`.
+FULL_PROFILE_HOSTS = (("huggingface.co", 443),)
+
+_state: dict = {"profile": None, "seed": DEFAULT_SEED}
+
+
+def _validate_profile(name: str) -> str:
+    name = str(name).strip().lower()
+    if name not in PROFILES:
+        raise ValueError(
+            f"unknown profile {name!r}: choose one of {PROFILES} "
+            "(set PRH_PROFILE=small or PRH_PROFILE=full, or call config.setup(profile=...))"
+        )
+    return name
+
+
+def profile() -> str:
+    """The active profile: the last :func:`set_profile` call, else ``$PRH_PROFILE``, else ``"small"``."""
+    if _state["profile"] is not None:
+        return _state["profile"]
+    return _validate_profile(os.environ.get("PRH_PROFILE", "small") or "small")
+
+
+def is_full() -> bool:
+    """True when the ``full`` profile (GPU, internet, the paper's models) is active."""
+    return profile() == "full"
+
+
+def set_profile(name: str, check: bool = True) -> str:
+    """Switch profile for this process. With ``check``, ``full`` first verifies the network.
+
+    Raises
+    ------
+    ValueError
+        for an unknown profile name.
+    RuntimeError
+        for ``full`` when the model hub cannot be reached (within ``timeout`` seconds, never a hang).
+    """
+    name = _validate_profile(name)
+    if name == "full" and check:
+        check_network()
+    _state["profile"] = name
+    os.environ["PRH_PROFILE"] = name
+    return name
+
+
+def check_network(timeout: float = 5.0) -> None:
+    """Fail fast (at most ``timeout`` seconds per host) when the full profile's hosts are unreachable."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1":
+        raise RuntimeError(
+            "The 'full' profile needs the Hugging Face hub, but HF_HUB_OFFLINE=1 / TRANSFORMERS_OFFLINE=1 "
+            "is set. Unset them, or switch to the offline profile: PRH_PROFILE=small "
+            "(or config.setup(profile='small'))."
+        )
+    for host, port in FULL_PROFILE_HOSTS:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                pass
+        except OSError as err:
+            raise RuntimeError(
+                f"The 'full' profile needs internet access ({host}:{port} is unreachable: {err}). "
+                "Run it on Colab or another machine with a network and a GPU, or switch to the offline "
+                "profile: PRH_PROFILE=small (or config.setup(profile='small'))."
+            ) from None
+
+
+def seed() -> int:
+    """The seed set by the last :func:`setup` / :func:`seed_everything` call."""
+    return _state["seed"]
+
+
+def seed_everything(value: int = DEFAULT_SEED) -> int:
+    """Seed Python, NumPy and (if installed) PyTorch; make PyTorch's CPU kernels deterministic."""
+    value = int(value)
+    _state["seed"] = value
+    random.seed(value)
+    np.random.seed(value)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency, but chapter 1 does not need it
+        return value
+    torch.manual_seed(value)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(value)
+    return value
+
+
+def device() -> str:
+    """``"cuda"`` when a GPU is visible to PyTorch, else ``"cpu"``."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cache_dir(*parts: str) -> Path:
+    """Folder for cached features and trained toy models (``$PRH_CACHE_DIR``, else ``~/.cache/prhlib``).
+
+    Sub-folders named by ``parts`` are created on demand.
+    """
+    root = Path(os.environ.get("PRH_CACHE_DIR") or Path.home() / ".cache" / "prhlib").expanduser()
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def show_progress() -> bool:
+    """Progress bars on, unless ``PRH_PROGRESS=0`` (the book build sets it: no bar noise on the website)."""
+    return os.environ.get("PRH_PROGRESS", "1") != "0"
+
+
+def progress(iterable=None, **kwargs):
+    """A ``tqdm.auto`` progress bar that respects :func:`show_progress`."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("disable", not show_progress())
+    return tqdm(iterable, **kwargs)
+
+
+def setup(profile: str | None = None, seed: int = DEFAULT_SEED, quiet: bool = False) -> dict:
+    """Call once at the top of every chapter.
+
+    Sets the profile (``None`` keeps ``$PRH_PROFILE`` or ``"small"``), seeds every RNG, applies the
+    book's plot style and prints one line: which profile ran, with which seed, on which device.
+    Returns the same facts as a dict.
+    """
+    from . import __version__
+
+    if profile is not None:
+        set_profile(profile)
+    else:
+        set_profile(globals()["profile"]())
+    seed_everything(seed)
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from . import plotting
+
+        plotting.use_style()
+    except ImportError:  # pragma: no cover
+        pass
+    info = {"prhlib": __version__, "profile": _state["profile"], "seed": _state["seed"], "device": device()}
+    if not quiet:
+        print(f"prhlib {info['prhlib']} | profile: {info['profile']} | seed: {info['seed']} | device: {info['device']}")
+    return info

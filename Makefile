@@ -24,7 +24,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 endif
 
-.PHONY: help install system-deps test unit lint book pdf bench clean
+.PHONY: help install system-deps test unit lint book pdf bench clean fresh-cache
 
 help:
 	@echo "make book    build the website into _build/html (executes every chapter)"
@@ -66,15 +66,21 @@ unit: install
 lint: install
 	@if [ -d .github/workflows ]; then $(VENV)/bin/actionlint .github/workflows/*.yml && echo "[make] actionlint: workflows OK"; fi
 
+# The execution cache (_build/.jupyter_cache) is keyed on notebook content only: drop it when prhlib or the
+# requirements change, so no page ever shows outputs of old library code. `make test` always re-executes.
+LIB_HASH := $(shell cat prhlib/*.py requirements.txt | sha1sum | cut -c1-12)
+fresh-cache:
+	@if [ "$$(cat _build/.prhlib-hash 2>/dev/null)" != "$(LIB_HASH)" ]; then rm -rf _build; mkdir -p _build; echo $(LIB_HASH) > _build/.prhlib-hash; fi
+
 test: unit lint
 	@start=$$(date +%s); \
-	rm -rf _build/html; \
+	rm -rf _build; \
 	$(VENV)/bin/jupyter-book build . --builder html $(BOOK_FLAGS); \
 	$(PY) tools/report_times.py _build || true; \
 	echo "[make] executing every chapter and building the site took $$(( $$(date +%s) - start )) s"
 
 # --- outputs ---------------------------------------------------------------------------------
-book: install
+book: install fresh-cache
 	@start=$$(date +%s); \
 	$(VENV)/bin/jupyter-book build . --builder html $(BOOK_FLAGS); \
 	$(PY) tools/report_times.py _build || true; \

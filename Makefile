@@ -74,7 +74,7 @@ fresh-cache:
 
 test: unit lint
 	@start=$$(date +%s); \
-	rm -rf _build; \
+	rm -rf _build; mkdir -p _build; echo $(LIB_HASH) > _build/.prhlib-hash; \
 	$(VENV)/bin/jupyter-book build . --builder html $(BOOK_FLAGS); \
 	$(PY) tools/report_times.py _build || true; \
 	echo "[make] executing every chapter and building the site took $$(( $$(date +%s) - start )) s"

@@ -1,0 +1,816 @@
+"""The colour case study: named colours, CIELAB, image co-occurrence (PMI), MDS and Kabsch--Umeyama.
+
+The paper (Huh et al. 2024, Fig. 8 and App. D) builds three pictures of colour space and notes that they
+look alike:
+
+* **perception** -- each colour's coordinates in CIELAB, a space built so that Euclidean distance
+  roughly follows how different two colours look to people;
+* **vision** -- how often two colours occur next to each other in images: pixel pairs sampled within
+  a small radius, joint counts, pointwise mutual information (PMI), dissimilarity ``-PMI + max(PMI)``;
+* **language** -- sentence embeddings of colour words placed in three templates and averaged.
+
+Every representation is reduced to an ``n x n`` dissimilarity matrix between the same ``n`` colours,
+embedded in 3-D with metric MDS and rotated onto CIELAB with Kabsch--Umeyama, for the pictures; and
+compared with CIELAB's distances by RSA with a shuffled-colour null, for the numbers.
+
+Shapes: ``rgb`` and ``lab`` arrays are ``(..., 3)``; sRGB components are floats in ``[0, 1]``; CIELAB
+uses the D65 white point and the 2-degree observer (``L*`` in ``[0, 100]``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------------------
+# Named colours
+# --------------------------------------------------------------------------------------------------
+
+#: Berlin & Kay's 11 basic colour terms of English.
+BASIC_TERMS = ("black", "white", "red", "green", "yellow", "blue", "brown", "purple", "pink", "orange",
+               "gray")
+
+#: The 20 colour categories of Lindsey & Brown (2014): the 11 basic terms plus nine non-basic
+#: chromatic terms of American English.
+LINDSEY_BROWN_20 = BASIC_TERMS + ("peach", "teal", "lavender", "maroon", "tan", "olive", "lime", "navy",
+                                  "magenta")
+
+#: The paper's three sentence templates for a colour word (App. D); embeddings are averaged over them.
+TEMPLATES = ("The color {}.", "This color is {}.", "The color of this thing is {}.")
+
+#: American spellings used in sentences, for xkcd names spelled the British way.
+_XKCD_SPELLING = {"gray": "grey"}
+
+COLOR_SETS = ("xkcd", "css4", "basic", "lindsey_brown", "munsell")
+
+
+@dataclass(frozen=True)
+class ColorSet:
+    """Named colours with their sRGB and CIELAB coordinates.
+
+    Attributes
+    ----------
+    names : tuple of str, length n
+    rgb : ndarray, shape (n, 3)
+        sRGB in ``[0, 1]``.
+    lab : ndarray, shape (n, 3)
+        CIELAB (D65), from :func:`to_lab`.
+    source : str
+        Which list the colours come from.
+    """
+
+    names: tuple
+    rgb: np.ndarray
+    lab: np.ndarray
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def hex(self) -> list:
+        """``#rrggbb`` strings, for plotting the colours in themselves."""
+        return [to_hex(c) for c in self.rgb]
+
+    def subset(self, names) -> "ColorSet":
+        """The colours called ``names``, in that order (``ValueError`` for an unknown name)."""
+        index = {n: i for i, n in enumerate(self.names)}
+        missing = [n for n in names if n not in index]
+        if missing:
+            raise ValueError(f"colours not in the {self.source!r} set: {missing}")
+        rows = [index[n] for n in names]
+        return ColorSet(tuple(names), self.rgb[rows], self.lab[rows], self.source)
+
+
+def to_hex(rgb) -> str:
+    """``#rrggbb`` for one sRGB colour in ``[0, 1]``."""
+    r, g, b = (int(round(float(c) * 255)) for c in _check_rgb(np.asarray(rgb, dtype=float)))
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def _hex_to_rgb(code: str) -> np.ndarray:
+    code = code.lstrip("#")
+    return np.array([int(code[i:i + 2], 16) for i in (0, 2, 4)], dtype=float) / 255.0
+
+
+def named_colors(source: str = "lindsey_brown") -> ColorSet:
+    """Named colours from one of :data:`COLOR_SETS`.
+
+    ``"xkcd"``
+        the 949 most agreed-on names of the xkcd colour survey (via matplotlib), each at the survey's
+        mean colour for that name;
+    ``"css4"``
+        the 148 CSS4 / X11 web colours (via matplotlib);
+    ``"basic"``
+        :data:`BASIC_TERMS` at their xkcd-survey colours;
+    ``"lindsey_brown"``
+        :data:`LINDSEY_BROWN_20` at their xkcd-survey colours (the paper's 20 words);
+    ``"munsell"``
+        the Munsell renotation chips inside the sRGB gamut, see :func:`munsell_colors`.
+    """
+    from matplotlib import colors as mcolors
+
+    source = str(source).lower()
+    if source == "xkcd":
+        items = [(k[len("xkcd:"):], v) for k, v in mcolors.XKCD_COLORS.items()]
+    elif source == "css4":
+        items = list(mcolors.CSS4_COLORS.items())
+    elif source in ("basic", "lindsey_brown"):
+        words = BASIC_TERMS if source == "basic" else LINDSEY_BROWN_20
+        items = [(w, mcolors.XKCD_COLORS["xkcd:" + _XKCD_SPELLING.get(w, w)]) for w in words]
+    elif source == "munsell":
+        return munsell_colors()
+    else:
+        raise ValueError(f"unknown colour set {source!r}: choose one of {COLOR_SETS}")
+    names = tuple(k for k, _ in items)
+    rgb = np.stack([_hex_to_rgb(v) for _, v in items])
+    return ColorSet(names, rgb, to_lab(rgb), source)
+
+
+def munsell_colors(kind: str = "real") -> ColorSet:
+    """Munsell renotation chips (colour-science's data), converted to sRGB; out-of-gamut chips dropped.
+
+    The renotation gives each chip (hue, value, chroma) as CIE xyY under illuminant C. We convert
+    xyY -> XYZ -> sRGB with a CAT02 adaptation from C to D65 and keep the chips whose sRGB lies in
+    ``[0, 1]``. ``kind`` is ``"real"`` (2,734 real chips), ``"1929"`` (the 1929 book) or ``"all"``
+    (4,995 extrapolated ones too). Names look like ``"5R 4/14"`` (hue value/chroma).
+    """
+    import colour
+    from colour.notation.datasets import munsell as md
+
+    tables = {"real": md.MUNSELL_COLOURS_REAL, "1929": md.MUNSELL_COLOURS_1929, "all": md.MUNSELL_COLOURS_ALL}
+    if kind not in tables:
+        raise ValueError(f"unknown Munsell set {kind!r}: choose one of {tuple(tables)}")
+    specs, xyy = zip(*tables[kind])
+    xyy = np.array(xyy, dtype=float)
+    xyy[:, 2] /= 100.0  # the renotation's Y is in percent
+    xyz = colour.xyY_to_XYZ(xyy)
+    illuminant_c = colour.CCS_ILLUMINANTS["CIE 1931 2 Degree Standard Observer"]["C"]
+    rgb = colour.XYZ_to_sRGB(xyz, illuminant=illuminant_c, chromatic_adaptation_transform="CAT02")
+    inside = np.all((rgb >= 0.0) & (rgb <= 1.0), axis=1)
+    names = tuple(f"{h} {v:g}/{c:g}" for (h, v, c), keep in zip(specs, inside) if keep)
+    rgb = rgb[inside]
+    return ColorSet(names, rgb, to_lab(rgb), f"munsell_{kind}")
+
+
+# --------------------------------------------------------------------------------------------------
+# CIELAB and colour differences
+# --------------------------------------------------------------------------------------------------
+
+def _check_rgb(rgb: np.ndarray) -> np.ndarray:
+    if rgb.ndim == 0 or rgb.shape[-1] != 3:
+        raise ValueError(f"expected sRGB colours with a last axis of length 3, got shape {rgb.shape}")
+    if not np.all(np.isfinite(rgb)):
+        raise ValueError("sRGB colours contain NaN or inf")
+    if rgb.min() < 0.0 or rgb.max() > 1.0:
+        raise ValueError(f"sRGB colours must lie in [0, 1] (got range [{rgb.min():.3g}, {rgb.max():.3g}]); "
+                         "divide 8-bit values by 255")
+    return rgb
+
+
+def _check_lab(lab) -> np.ndarray:
+    lab = np.asarray(lab, dtype=float)
+    if lab.ndim == 0 or lab.shape[-1] != 3:
+        raise ValueError(f"expected CIELAB colours with a last axis of length 3, got shape {lab.shape}")
+    if not np.all(np.isfinite(lab)):
+        raise ValueError("CIELAB colours contain NaN or inf")
+    return lab
+
+
+def to_lab(rgb) -> np.ndarray:
+    """CIELAB (D65, 2-degree observer) of sRGB colours in ``[0, 1]``.
+
+    Parameters
+    ----------
+    rgb : array_like, shape (..., 3)
+
+    Returns
+    -------
+    ndarray, shape (..., 3)
+        ``(L*, a*, b*)``. White is (100, 0, 0), black (0, 0, 0), sRGB red (53.24, 80.09, 67.20).
+    """
+    from skimage.color import rgb2lab
+
+    rgb = _check_rgb(np.asarray(rgb, dtype=float))
+    return rgb2lab(rgb.reshape(-1, 1, 3)).reshape(rgb.shape)
+
+
+def delta_e(lab_a, lab_b, method: str = "cie76") -> np.ndarray:
+    """Colour difference between matching rows of two CIELAB arrays.
+
+    ``"cie76"`` is the Euclidean distance in CIELAB, ``sqrt(dL^2 + da^2 + db^2)`` (the distance the
+    paper's pictures use); ``"ciede2000"`` is the CIE's 2000 formula (scikit-image), closer to
+    perceived differences for saturated colours. A difference of about 2.3 is "just noticeable".
+    """
+    from skimage.color import deltaE_ciede2000
+
+    lab_a, lab_b = _check_lab(lab_a), _check_lab(lab_b)
+    if lab_a.shape != lab_b.shape:
+        raise ValueError(f"shapes differ: {lab_a.shape} vs {lab_b.shape}")
+    if method == "cie76":
+        return np.sqrt(((lab_a - lab_b) ** 2).sum(axis=-1))
+    if method == "ciede2000":
+        return deltaE_ciede2000(lab_a, lab_b)
+    raise ValueError(f"unknown colour difference {method!r}: choose 'cie76' or 'ciede2000'")
+
+
+def lab_distances(lab, method: str = "cie76") -> np.ndarray:
+    """The ``n x n`` matrix of colour differences (:func:`delta_e`) between ``n`` CIELAB colours."""
+    lab = _check_lab(lab)
+    if lab.ndim != 2:
+        raise ValueError(f"expected an n x 3 array of CIELAB colours, got shape {lab.shape}")
+    n = lab.shape[0]
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    return delta_e(lab[i.ravel()], lab[j.ravel()], method).reshape(n, n)
+
+
+def hue_angle(lab) -> np.ndarray:
+    """CIELAB hue angle ``h = atan2(b*, a*)`` in degrees, in ``[0, 360)``: 0 red, 90 yellow, 180 green, 270 blue."""
+    lab = _check_lab(lab)
+    return np.degrees(np.arctan2(lab[..., 2], lab[..., 1])) % 360.0
+
+
+def chroma(lab) -> np.ndarray:
+    """CIELAB chroma ``C* = sqrt(a*^2 + b*^2)`` (0 for greys)."""
+    lab = _check_lab(lab)
+    return np.hypot(lab[..., 1], lab[..., 2])
+
+
+#: Hue-angle range (degrees, CIELAB) counted as warm: from the pinkish reds through orange to yellow.
+WARM_HUES = (330.0, 105.0)
+
+
+def warm_cool(lab, chroma_min: float = 12.0) -> np.ndarray:
+    """Label each colour ``"warm"``, ``"cool"`` or ``"neutral"`` from its CIELAB hue and chroma.
+
+    Neutral: chroma below ``chroma_min`` (whites, greys, blacks). Warm: hue angle in
+    :data:`WARM_HUES` (330 deg through 0 to 105 deg: reds, oranges, yellows, browns). Cool: the rest
+    (yellow-greens, greens, blues, purples).
+    """
+    h, c = hue_angle(lab), chroma(lab)
+    lo, hi = WARM_HUES
+    warm = (h >= lo) | (h < hi)
+    return np.where(c < chroma_min, "neutral", np.where(warm, "warm", "cool"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Image co-occurrence: pixel pairs, joint counts, PMI
+# --------------------------------------------------------------------------------------------------
+
+def _as_rgba(image) -> np.ndarray:
+    """An ``H x W x 4`` uint8 array (alpha 255 when the image has none)."""
+    arr = np.asarray(image.convert("RGBA") if hasattr(image, "convert") else image)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"expected an H x W x 3 (RGB) or H x W x 4 (RGBA) image, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels (0-255), got dtype {arr.dtype}")
+    if arr.shape[2] == 3:
+        arr = np.concatenate([arr, np.full(arr.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    return arr
+
+
+def disc_offsets(radius: int) -> np.ndarray:
+    """All integer offsets ``(dy, dx)`` with ``0 < dy^2 + dx^2 <= radius^2``, shape (m, 2)."""
+    if int(radius) != radius or radius < 1:
+        raise ValueError(f"radius must be a positive integer number of pixels, got {radius!r}")
+    r = int(radius)
+    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+    keep = (dy ** 2 + dx ** 2 <= r * r) & ((dy != 0) | (dx != 0))
+    return np.stack([dy[keep], dx[keep]], axis=1)
+
+
+def sample_pixel_pairs(images, n_pairs: int = 300_000, radius: int = 4, seed: int = 0,
+                       alpha_threshold: int = 128, max_rounds: int = 50):
+    """Sample pairs of nearby pixels: the raw material of the paper's image co-occurrence.
+
+    Each pair: an image chosen with probability proportional to its number of opaque pixels, a pixel
+    uniform among them, and a partner at an offset uniform over the disc of ``radius`` pixels
+    (:func:`disc_offsets`). Candidates whose partner falls outside the image or on a transparent pixel
+    (alpha below ``alpha_threshold``) are rejected and redrawn.
+
+    Parameters
+    ----------
+    images : sequence of (H, W, 3|4) uint8 arrays or PIL images (sizes may differ)
+    n_pairs : int
+    radius : int
+    seed : int
+
+    Returns
+    -------
+    (colors_a, colors_b) : two uint8 arrays, shape (n_pairs, 3)
+        The RGB colours of the two pixels of each pair.
+    """
+    if n_pairs < 1:
+        raise ValueError(f"n_pairs must be positive, got {n_pairs}")
+    offsets = disc_offsets(radius)
+    arrays = [_as_rgba(im) for im in images]
+    if not arrays:
+        raise ValueError("no images given")
+    opaque = [np.flatnonzero(a[..., 3].ravel() >= alpha_threshold) for a in arrays]
+    sizes = np.array([len(o) for o in opaque], dtype=float)
+    if sizes.sum() == 0:
+        raise ValueError(f"no image has a pixel with alpha >= {alpha_threshold}")
+    prob = sizes / sizes.sum()
+    rng = np.random.default_rng(seed)
+    out_a, out_b, have = [], [], 0
+    for _ in range(max_rounds):
+        m = min(4 * (n_pairs - have) + 1024, 4_000_000)
+        which = rng.choice(len(arrays), size=m, p=prob)
+        off = offsets[rng.integers(len(offsets), size=m)]
+        col_a = np.zeros((m, 3), np.uint8)
+        col_b = np.zeros((m, 3), np.uint8)
+        ok = np.zeros(m, bool)
+        for i in np.unique(which):
+            rows = np.flatnonzero(which == i)
+            arr = arrays[i]
+            h, w = arr.shape[:2]
+            flat = opaque[i][rng.integers(len(opaque[i]), size=len(rows))]
+            y, x = np.divmod(flat, w)
+            y2, x2 = y + off[rows, 0], x + off[rows, 1]
+            inside = (y2 >= 0) & (y2 < h) & (x2 >= 0) & (x2 < w)
+            y2c, x2c = np.clip(y2, 0, h - 1), np.clip(x2, 0, w - 1)
+            good = inside & (arr[y2c, x2c, 3] >= alpha_threshold)
+            col_a[rows] = arr[y, x, :3]
+            col_b[rows] = arr[y2c, x2c, :3]
+            ok[rows] = good
+        out_a.append(col_a[ok])
+        out_b.append(col_b[ok])
+        have += int(ok.sum())
+        if have >= n_pairs:
+            return np.concatenate(out_a)[:n_pairs], np.concatenate(out_b)[:n_pairs]
+    raise ValueError(f"only {have} of {n_pairs} pixel pairs found in {max_rounds} rounds: the images are "
+                     f"too small or too transparent for radius {radius}")
+
+
+def quantize(colors, levels: int = 8) -> np.ndarray:
+    """Bin index of each uint8 RGB colour on a ``levels^3`` grid.
+
+    Channel value ``v`` (0-255) falls in cell ``floor(v * levels / 256)``; the bin index is
+    ``r * levels^2 + g * levels + b``.
+
+    Parameters
+    ----------
+    colors : uint8 array, shape (..., 3)
+
+    Returns
+    -------
+    int array, shape (...)
+    """
+    colors = np.asarray(colors)
+    if colors.ndim == 0 or colors.shape[-1] != 3 or colors.dtype != np.uint8:
+        raise ValueError(f"expected uint8 RGB colours of shape (..., 3), got {colors.dtype} {colors.shape}")
+    if not 1 <= levels <= 256:
+        raise ValueError(f"levels must be in 1..256, got {levels}")
+    cells = (colors.astype(np.int64) * levels) // 256
+    return (cells[..., 0] * levels + cells[..., 1]) * levels + cells[..., 2]
+
+
+def bin_centers(levels: int = 8) -> np.ndarray:
+    """sRGB (in ``[0, 1]``) of the centre of every bin of :func:`quantize`, shape (levels^3, 3)."""
+    c = (np.arange(levels) + 0.5) / levels
+    r, g, b = np.meshgrid(c, c, c, indexing="ij")
+    return np.stack([r.ravel(), g.ravel(), b.ravel()], axis=1)
+
+
+def cooccurrence(bins_a, bins_b, n_bins: int) -> np.ndarray:
+    """Symmetric joint counts: ``C[u, v]`` = number of pairs with colours ``{u, v}`` (each pair counted
+    once as ``(u, v)`` and once as ``(v, u)``), shape (n_bins, n_bins)."""
+    bins_a, bins_b = np.asarray(bins_a).ravel(), np.asarray(bins_b).ravel()
+    if bins_a.shape != bins_b.shape:
+        raise ValueError(f"bins_a and bins_b differ in length: {bins_a.size} vs {bins_b.size}")
+    if bins_a.size and (min(bins_a.min(), bins_b.min()) < 0 or max(bins_a.max(), bins_b.max()) >= n_bins):
+        raise ValueError(f"bin indices must lie in 0..{n_bins - 1}")
+    flat = np.concatenate([bins_a * n_bins + bins_b, bins_b * n_bins + bins_a])
+    return np.bincount(flat, minlength=n_bins * n_bins).reshape(n_bins, n_bins)
+
+
+def pmi(counts, smoothing: float = 0.0) -> np.ndarray:
+    """Pointwise mutual information of a joint count table.
+
+    ``PMI(u, v) = log p(u, v) - log p(u) - log p(v)`` with ``p(u, v) = (C[u, v] + s) / sum(C + s)`` and
+    the marginals ``p(u) = sum_v p(u, v)``. ``s = smoothing`` is a pseudo-count added to every cell;
+    with ``s = 0`` an empty cell would give ``-inf``, so it is an error.
+    PMI is 0 for colours that co-occur exactly as often as independence predicts, positive for
+    colours that appear together more often.
+
+    Parameters
+    ----------
+    counts : array_like, shape (n, n), non-negative
+    smoothing : float, >= 0
+
+    Returns
+    -------
+    ndarray, shape (n, n)
+    """
+    counts = np.asarray(counts, dtype=float)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
+        raise ValueError(f"expected a square count table, got shape {counts.shape}")
+    if not np.all(np.isfinite(counts)) or counts.min() < 0:
+        raise ValueError("counts must be finite and non-negative")
+    if smoothing < 0:
+        raise ValueError(f"smoothing must be >= 0, got {smoothing}")
+    table = counts + smoothing
+    if np.any(table == 0):
+        raise ValueError(f"{int((table == 0).sum())} cells of the count table are empty, so their PMI is "
+                         "-inf: pass smoothing > 0 (a pseudo-count) or keep fewer, more frequent colours")
+    p = table / table.sum()
+    marginal = p.sum(axis=1)
+    return np.log(p) - np.log(marginal)[:, None] - np.log(marginal)[None, :]
+
+
+def pmi_dissimilarity(pmi_matrix) -> np.ndarray:
+    """The paper's dissimilarity ``-PMI + max(PMI)``, with the diagonal set to 0.
+
+    The maximum is taken over all entries, so every off-diagonal dissimilarity is >= 0; a colour's
+    dissimilarity to itself is defined as 0 (MDS needs a zero diagonal).
+    """
+    m = np.asarray(pmi_matrix, dtype=float)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"expected a square PMI matrix, got shape {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise ValueError("the PMI matrix contains NaN or inf (empty cells? use pmi(..., smoothing>0))")
+    d = -m + m.max()
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+@dataclass(frozen=True)
+class ImageColors:
+    """Colour co-occurrence statistics of an image collection (see :func:`image_cooccurrence`).
+
+    Attributes
+    ----------
+    bins : ndarray, shape (n,)        grid bin index of each kept colour
+    rgb : ndarray, shape (n, 3)       sRGB of the bin centre
+    lab : ndarray, shape (n, 3)       its CIELAB
+    frequency : ndarray, shape (n,)   share of pixel-pair ends with this colour (among all pairs)
+    counts : ndarray, shape (n, n)    joint counts among kept colours
+    pmi : ndarray, shape (n, n)
+    dissimilarity : ndarray, shape (n, n)   ``-PMI + max(PMI)``, zero diagonal
+    """
+
+    bins: np.ndarray
+    rgb: np.ndarray
+    lab: np.ndarray
+    frequency: np.ndarray
+    counts: np.ndarray
+    pmi: np.ndarray
+    dissimilarity: np.ndarray
+    params: dict = field(default_factory=dict)
+
+    @property
+    def hex(self) -> list:
+        return [to_hex(c) for c in self.rgb]
+
+
+def image_cooccurrence(images, levels: int = 8, n_pairs: int = 300_000, radius: int = 4,
+                       n_colors: int = 64, smoothing: float = 1.0, seed: int = 0) -> ImageColors:
+    """The paper's image colour statistics: sample pixel pairs, quantise, count, PMI, dissimilarity.
+
+    Keeps the ``n_colors`` most frequent bins of the ``levels^3`` grid; PMI is computed on the joint
+    table restricted to pairs whose two colours are both kept, with a ``smoothing`` pseudo-count per
+    cell (see :func:`pmi`).
+    """
+    n_bins = levels ** 3
+    if not 2 <= n_colors <= n_bins:
+        raise ValueError(f"n_colors must be in 2..{n_bins} for levels={levels}, got {n_colors}")
+    col_a, col_b = sample_pixel_pairs(images, n_pairs=n_pairs, radius=radius, seed=seed)
+    bin_a, bin_b = quantize(col_a, levels), quantize(col_b, levels)
+    freq = np.bincount(np.concatenate([bin_a, bin_b]), minlength=n_bins) / (2.0 * n_pairs)
+    order = np.argsort(-freq, kind="stable")[:n_colors]
+    kept = np.sort(order[freq[order] > 0])
+    if len(kept) < 2:
+        raise ValueError("fewer than two colours occur in the sampled pixel pairs")
+    compact = np.full(n_bins, -1)
+    compact[kept] = np.arange(len(kept))
+    both = (compact[bin_a] >= 0) & (compact[bin_b] >= 0)
+    counts = cooccurrence(compact[bin_a[both]], compact[bin_b[both]], len(kept))
+    p = pmi(counts, smoothing=smoothing)
+    rgb = bin_centers(levels)[kept]
+    params = dict(levels=levels, n_pairs=n_pairs, radius=radius, n_colors=n_colors, smoothing=smoothing,
+                  seed=seed, pairs_kept=int(both.sum()))
+    return ImageColors(kept, rgb, to_lab(rgb), freq[kept], counts, p, pmi_dissimilarity(p), params)
+
+
+def nearest_bins(rgb, image_colors: ImageColors) -> np.ndarray:
+    """For each sRGB colour, the row of ``image_colors`` whose CIELAB is closest (CIE76)."""
+    lab = to_lab(np.asarray(rgb, dtype=float))
+    d = ((lab[:, None, :] - image_colors.lab[None, :, :]) ** 2).sum(-1)
+    return d.argmin(axis=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Offline image collections
+# --------------------------------------------------------------------------------------------------
+
+#: scikit-image's colour photographs that ship inside the wheel (no download).
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
+                  "retina", "stereo_motorcycle")
+
+
+def skimage_photos() -> list:
+    """The colour photographs of :data:`SKIMAGE_PHOTOS` plus scikit-learn's two sample photos,
+    as uint8 ``H x W x 3`` arrays (10 images, all offline)."""
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    photos = []
+    for name in SKIMAGE_PHOTOS:
+        img = getattr(skimage.data, name)()
+        photos.append(img[0] if isinstance(img, tuple) else img)
+    photos.extend(load_sample_images().images)
+    return photos
+
+
+def cifar10_images(n: int = 50_000, seed: int = 0) -> list:
+    """``n`` CIFAR-10 training images (32 x 32 x 3 uint8), the paper's image set (full profile: downloads
+    the data set with torchvision into the prhlib cache on first use)."""
+    from torchvision.datasets import CIFAR10
+
+    from . import config
+
+    data = CIFAR10(root=str(config.cache_dir("cifar10")), train=True, download=True).data
+    if not 1 <= n <= len(data):
+        raise ValueError(f"n must be in 1..{len(data)}, got {n}")
+    rows = np.sort(np.random.default_rng(seed).choice(len(data), size=n, replace=False))
+    return list(data[rows])
+
+
+# --------------------------------------------------------------------------------------------------
+# Language: colour words in templates
+# --------------------------------------------------------------------------------------------------
+
+def template_sentences(words, templates=TEMPLATES) -> list:
+    """Every word in every template, word-major: ``[t0(w0), t1(w0), t2(w0), t0(w1), ...]``."""
+    words = list(words)
+    if not words:
+        raise ValueError("no colour words given")
+    if any(not isinstance(w, str) or not w.strip() for w in words):
+        raise ValueError("colour words must be non-empty strings")
+    return [t.format(w) for w in words for t in templates]
+
+
+def average_templates(features, n_templates: int = len(TEMPLATES)) -> np.ndarray:
+    """Average sentence features over templates: ``(n * t, ...) -> (n, ...)`` (rows word-major as in
+    :func:`template_sentences`)."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.shape[0] % n_templates:
+        raise ValueError(f"{features.shape[0]} rows is not a multiple of {n_templates} templates")
+    return features.reshape(features.shape[0] // n_templates, n_templates, *features.shape[1:]).mean(axis=1)
+
+
+def word_embeddings(model_name: str, words, layers="last", templates=TEMPLATES) -> np.ndarray:
+    """Embeddings of colour words: each word in each template, through ``features.extract``, averaged.
+
+    Returns
+    -------
+    ndarray, shape (n_words, L, d)
+        One row per word, one entry per requested layer (``L = 1`` for ``layers="last"``).
+    """
+    from . import features
+
+    sentences = template_sentences(words, templates)
+    feats = features.extract(model_name, sentences, layers=layers)
+    return average_templates(feats, len(templates))
+
+
+def euclidean_distances(x) -> np.ndarray:
+    """``n x n`` Euclidean distances between the rows of ``x`` (shape (n, d))."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"expected an n x d array, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("features contain NaN or inf")
+    sq = (x ** 2).sum(1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0)
+    np.fill_diagonal(d2, 0.0)
+    return np.sqrt(d2)
+
+
+# --------------------------------------------------------------------------------------------------
+# Geometry: MDS and Kabsch--Umeyama
+# --------------------------------------------------------------------------------------------------
+
+def _check_dissimilarity(d) -> np.ndarray:
+    d = np.asarray(d, dtype=np.float64)
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise ValueError(f"expected a square n x n dissimilarity matrix, got shape {d.shape}")
+    if d.shape[0] < 3:
+        raise ValueError(f"need at least 3 items, got {d.shape[0]}")
+    if not np.all(np.isfinite(d)):
+        raise ValueError("the dissimilarity matrix contains NaN or inf")
+    if not np.allclose(d, d.T, atol=1e-8 * max(1.0, np.abs(d).max())):
+        raise ValueError("the dissimilarity matrix is not symmetric")
+    if d.min() < 0:
+        raise ValueError("dissimilarities must be non-negative")
+    if np.any(np.diag(d) != 0):
+        raise ValueError("the dissimilarity matrix must have a zero diagonal")
+    return d
+
+
+def classical_mds(d, n_components: int = 3) -> np.ndarray:
+    """Torgerson's classical MDS: the top eigenvectors of ``B = -1/2 J D^2 J``, scaled by sqrt(eigenvalue).
+
+    Exact (up to rigid motion) when ``d`` are Euclidean distances of points in ``n_components``
+    dimensions. Returns shape (n, n_components).
+    """
+    d = _check_dissimilarity(d)
+    n = d.shape[0]
+    j = np.eye(n) - 1.0 / n
+    b = -0.5 * j @ (d ** 2) @ j
+    vals, vecs = np.linalg.eigh(b)
+    top = np.argsort(vals)[::-1][:n_components]
+    return vecs[:, top] * np.sqrt(np.maximum(vals[top], 0.0))
+
+
+def stress1(d, x) -> float:
+    """Kruskal's normalised stress ``sqrt(sum (delta_ij - ||x_i - x_j||)^2 / sum delta_ij^2)`` over i < j."""
+    d = np.asarray(d, dtype=np.float64)
+    iu = np.triu_indices(d.shape[0], 1)
+    fit = euclidean_distances(x)[iu]
+    return float(np.sqrt(((d[iu] - fit) ** 2).sum() / (d[iu] ** 2).sum()))
+
+
+@dataclass(frozen=True)
+class MDSResult:
+    """``embedding`` (n x k), its Kruskal ``stress`` (:func:`stress1`), and the stress of every start."""
+
+    embedding: np.ndarray
+    stress: float
+    start_stresses: np.ndarray
+
+
+def mds(d, n_components: int = 3, n_starts: int = 16, seed: int = 0, max_iter: int = 300,
+        eps: float = 1e-6) -> MDSResult:
+    """Metric MDS by SMACOF (scikit-learn), best of many starts.
+
+    Start 0 is classical MDS (:func:`classical_mds`); starts 1..n_starts-1 are Gaussian random
+    configurations from ``numpy.random.default_rng(seed)``. The fit with the lowest stress wins.
+
+    Parameters
+    ----------
+    d : array_like, shape (n, n)
+        Symmetric, non-negative, zero diagonal.
+    """
+    from sklearn.manifold import smacof
+
+    d = _check_dissimilarity(d)
+    if n_starts < 1:
+        raise ValueError(f"n_starts must be >= 1, got {n_starts}")
+    n = d.shape[0]
+    rng = np.random.default_rng(seed)
+    scale = np.sqrt((d ** 2).mean())
+    inits = [classical_mds(d, n_components)]
+    inits += [rng.normal(scale=scale / np.sqrt(2 * n_components), size=(n, n_components))
+              for _ in range(n_starts - 1)]
+    best, stresses = None, []
+    for init in inits:
+        x, _ = smacof(d, metric=True, n_components=n_components, init=init, n_init=1, max_iter=max_iter,
+                      eps=eps, normalized_stress=False)
+        s = stress1(d, x)
+        stresses.append(s)
+        if best is None or s < best[1]:
+            best = (x, s)
+    return MDSResult(best[0], best[1], np.array(stresses))
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """A similarity transform ``x -> scale * x @ rotation.T + translation``."""
+
+    rotation: np.ndarray
+    scale: float
+    translation: np.ndarray
+    reflection: bool
+
+    def apply(self, x) -> np.ndarray:
+        return self.scale * np.asarray(x, dtype=np.float64) @ self.rotation.T + self.translation
+
+
+def kabsch_umeyama(src, dst, reflection: bool = True, return_transform: bool = False):
+    """Align ``src`` to ``dst`` by the best rotation, uniform scale and translation (Umeyama 1991).
+
+    Minimises ``sum_i ||dst_i - (c R src_i + t)||^2``. With centred points ``X = src - mean``,
+    ``Y = dst - mean`` and the SVD ``Y^T X / n = U S V^T``: ``R = U D V^T``,
+    ``c = tr(S D) / var(X)``, ``t = mean(dst) - c R mean(src)``, where ``D = I`` when reflections
+    are allowed (``reflection=True``, the paper's choice: MDS fixes a shape only up to reflection)
+    and ``D = diag(1, ..., 1, sign det(U V^T))`` otherwise.
+
+    Parameters
+    ----------
+    src, dst : array_like, shape (n, k)
+
+    Returns
+    -------
+    aligned : ndarray, shape (n, k)
+        ``src`` mapped onto ``dst``; with ``return_transform`` also the :class:`Similarity`.
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.ndim != 2 or src.shape != dst.shape:
+        raise ValueError(f"src and dst must be n x k arrays of one shape, got {src.shape} and {dst.shape}")
+    if src.shape[0] < 2:
+        raise ValueError("need at least two points")
+    if not (np.all(np.isfinite(src)) and np.all(np.isfinite(dst))):
+        raise ValueError("points contain NaN or inf")
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, yd = src - mu_s, dst - mu_d
+    var_s = (xs ** 2).sum() / len(src)
+    if var_s == 0:
+        raise ValueError("src has all points equal: no rotation or scale is defined")
+    u, s, vt = np.linalg.svd(yd.T @ xs / len(src))
+    signs = np.ones(len(s))
+    if not reflection and np.linalg.det(u @ vt) < 0:
+        signs[-1] = -1.0
+    rot = (u * signs) @ vt
+    scale = float((s * signs).sum() / var_s)
+    t = mu_d - scale * rot @ mu_s
+    transform = Similarity(rot, scale, t, bool(np.linalg.det(rot) < 0))
+    aligned = transform.apply(src)
+    return (aligned, transform) if return_transform else aligned
+
+
+# --------------------------------------------------------------------------------------------------
+# RSA with a shuffled-colour null
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RSAResult:
+    """Rank correlation of two dissimilarity matrices with its shuffled-colour null.
+
+    ``score``: the observed correlation of the upper triangles; ``null``: the correlations after
+    relabelling the colours of the second matrix at random (K permutations); ``threshold``: the
+    95th percentile of the null (with the observed value included, as in a permutation test);
+    ``p_value = (1 + #{null >= score}) / (K + 1)``.
+    """
+
+    score: float
+    p_value: float
+    threshold: float
+    null: np.ndarray
+    method: str
+    n: int
+
+    @property
+    def null_mean(self) -> float:
+        return float(self.null.mean())
+
+
+def _upper(d: np.ndarray) -> np.ndarray:
+    return d[np.triu_indices(d.shape[0], 1)]
+
+
+def rsa(d_a, d_b, method: str = "spearman", permutations: int = 1000, alpha: float = 0.05,
+        seed: int = 0) -> RSAResult:
+    """RSA between two ``n x n`` dissimilarity matrices over the same colours, with a Mantel null.
+
+    The score is Spearman's rho or Kendall's tau-b (scipy) between the ``n(n-1)/2`` off-diagonal
+    entries. The null relabels the colours of ``d_b``: one permutation ``pi`` of ``0..n-1`` reorders
+    rows and columns together (``d_b[pi][:, pi]``), which keeps ``d_b``'s own structure and breaks
+    only its correspondence with ``d_a``. Rank correlations ignore any monotone transform, so CIELAB
+    distance and Abdou et al.'s similarity ``exp(-0.001 dE^2)`` give the same score.
+
+    This works on dissimilarity matrices (the image side has no features, only PMI), which is why it
+    lives here rather than in :mod:`prhlib.metrics`.
+    """
+    from scipy import stats
+
+    d_a, d_b = _check_dissimilarity(d_a), _check_dissimilarity(d_b)
+    if d_a.shape != d_b.shape:
+        raise ValueError(f"the two matrices cover different numbers of items: {d_a.shape} vs {d_b.shape}")
+    if method not in ("spearman", "kendall"):
+        raise ValueError(f"unknown method {method!r}: choose 'spearman' or 'kendall'")
+    if permutations < 1:
+        raise ValueError(f"permutations must be >= 1, got {permutations}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    n = d_a.shape[0]
+    a = _upper(d_a)
+    if np.ptp(a) == 0 or np.ptp(_upper(d_b)) == 0:
+        raise ValueError("a dissimilarity matrix is constant off the diagonal: rank correlation undefined")
+    rng = np.random.default_rng(seed)
+    perms = [rng.permutation(n) for _ in range(permutations)]
+    if method == "spearman":
+        # Ranks of d_b's entries do not change when its labels are permuted: rank once, then permute.
+        ra = stats.rankdata(a)
+        ra = (ra - ra.mean()) / np.linalg.norm(ra - ra.mean())
+        rb = np.zeros_like(d_b)
+        iu = np.triu_indices(n, 1)
+        rb[iu] = stats.rankdata(d_b[iu])
+        rb = rb + rb.T
+
+        def corr(p):
+            v = _upper(rb[np.ix_(p, p)])
+            v = v - v.mean()
+            return float(ra @ v / np.linalg.norm(v))
+    else:
+        def corr(p):
+            return float(stats.kendalltau(a, _upper(d_b[np.ix_(p, p)])).statistic)
+    score = corr(np.arange(n))
+    null = np.array([corr(p) for p in perms])
+    p_value = (1.0 + (null >= score).sum()) / (permutations + 1.0)
+    pool = np.sort(np.append(null, score))
+    threshold = float(pool[math.ceil((1 - alpha) * (permutations + 1)) - 1])
+    return RSAResult(score, float(p_value), threshold, null, method, n)

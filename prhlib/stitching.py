@@ -1,0 +1,713 @@
+"""Model stitching and relative representations.
+
+Similarity scores are indirect. Stitching is the functional test (Lenc & Vedaldi 2015; Bansal,
+Nakkiran & Barak 2021): keep network A up to a cut, keep network B after a cut, and put a small
+trainable *stitching layer* between them. If a stitch that only re-mixes channels lets B's top finish
+the job on A's features, the two representations carry the same information in an (almost) linearly
+related form.
+
+Vocabulary used throughout
+--------------------------
+sender / bottom
+    network A up to and including the child named ``cut_a`` (frozen).
+receiver / top
+    network B after the child named ``cut_b`` (frozen). Its last child is the task head.
+stitch
+    feature maps ``(C_a, H, W) -> (C_b, H, W)``: BatchNorm -> 1x1 convolution -> BatchNorm;
+    vectors ``d_a -> d_b``: one linear map.
+stitching penalty
+    accuracy of the stitched network minus the receiving network's own accuracy (<= 0 is usual;
+    close to 0 means "B's top can use A's bottom").
+
+Networks are cut at *named children* of an ``nn.Sequential``. :func:`as_sequential` exposes a timm
+EfficientNet (or a ``prhlib.models`` encoder wrapping one) as such a sequence:
+``stem, block0, ..., block6, conv_head, pool, classifier``.
+
+Relative representations (Moschella et al. 2023) describe a sample by its cosine similarities to a
+fixed set of *anchor* samples; :func:`zero_shot_swap` fits a classifier on one encoder and evaluates it
+on another with no training at all.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "as_sequential",
+    "layer_names",
+    "split",
+    "feature_shape",
+    "make_stitch",
+    "ConvStitch",
+    "LinearStitch",
+    "StitchedModel",
+    "stitch",
+    "identity_stitch",
+    "random_bottom",
+    "train_stitch",
+    "fit_least_squares",
+    "fit_linear_map",
+    "predict",
+    "accuracy",
+    "agreement",
+    "stitching_penalty",
+    "evaluate_stitch",
+    "StitchResult",
+    "relative_representation",
+    "zero_shot_swap",
+    "retrieval_recall",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Cutting networks
+# ----------------------------------------------------------------------------------------------
+def _is_timm_efficientnet(module: nn.Module) -> bool:
+    return all(hasattr(module, a) for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2",
+                                            "global_pool", "classifier"))
+
+
+def as_sequential(model) -> nn.Sequential:
+    """Expose a network as an ``nn.Sequential`` whose named children are its cut points.
+
+    Parameters
+    ----------
+    model : nn.Sequential, timm EfficientNet, or an object with a ``.module`` attribute
+        An ``nn.Sequential`` is returned as it is. A timm ``EfficientNet`` (e.g.
+        ``tf_efficientnet_lite0``) becomes ``stem, block0 .. block{S-1}, conv_head, pool, classifier``
+        where ``block{i}`` is stage ``i`` of ``model.blocks``. The new sequence *shares* the modules
+        of ``model`` (no copy) and computes exactly ``model(x)`` in eval mode.
+
+    Raises
+    ------
+    ValueError
+        for any other kind of module (say which one, and what is supported).
+    """
+    if hasattr(model, "module") and isinstance(getattr(model, "module"), nn.Module) \
+            and not isinstance(model, nn.Module):
+        model = model.module
+    if isinstance(model, nn.Sequential):
+        return model
+    if isinstance(model, nn.Module) and _is_timm_efficientnet(model):
+        if getattr(model, "drop_rate", 0.0) and model.training:
+            warnings.warn("EfficientNet drop_rate > 0: the sequential view skips head dropout "
+                          "(identical in eval mode)", stacklevel=2)
+        parts: list[tuple[str, nn.Module]] = [("stem", nn.Sequential(model.conv_stem, model.bn1))]
+        parts += [(f"block{i}", block) for i, block in enumerate(model.blocks)]
+        parts += [("conv_head", nn.Sequential(model.conv_head, model.bn2)),
+                  ("pool", model.global_pool),
+                  ("classifier", model.classifier)]
+        seq = nn.Sequential(OrderedDict(parts))
+        shared = {id(m) for m in model.modules()}
+        for m in seq.modules():  # new containers take the model's mode; shared layers keep theirs
+            if id(m) not in shared:
+                m.training = model.training
+        return seq
+    raise ValueError(
+        f"cannot cut a {type(model).__name__}: pass an nn.Sequential with named children, a timm "
+        "EfficientNet, or a prhlib.models encoder whose .module is one of these"
+    )
+
+
+def layer_names(model) -> list[str]:
+    """Names of the children of :func:`as_sequential` ``(model)``: the places where it can be cut."""
+    return [name for name, _ in as_sequential(model).named_children()]
+
+
+def split(model, cut: str) -> tuple[nn.Sequential, nn.Sequential]:
+    """Cut ``model`` after the child named ``cut``.
+
+    Returns
+    -------
+    bottom, top : nn.Sequential
+        ``bottom`` holds the children up to and including ``cut``; ``top`` the rest.
+        ``top(bottom(x)) == model(x)``. Both share modules with ``model``.
+
+    Raises
+    ------
+    ValueError
+        if ``cut`` is not a child name, or is the last child (the top would be empty).
+    """
+    seq = as_sequential(model)
+    names = [name for name, _ in seq.named_children()]
+    if cut not in names:
+        raise ValueError(f"no layer named {cut!r} to cut at; the layers are {names}")
+    i = names.index(cut)
+    if i == len(names) - 1:
+        raise ValueError(f"cannot cut after the last layer {cut!r}: the top would be empty; "
+                         f"cut at one of {names[:-1]}")
+    children = list(seq.named_children())
+    bottom = nn.Sequential(OrderedDict(children[: i + 1]))
+    top = nn.Sequential(OrderedDict(children[i + 1:]))
+    bottom.training = top.training = seq.training  # the containers only: never flip shared children
+    return bottom, top
+
+
+@contextmanager
+def _eval_mode(module: nn.Module):
+    """Run ``module`` in eval mode, then restore the train/eval flag of every submodule exactly."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+@torch.no_grad()
+def feature_shape(module: nn.Module, example: torch.Tensor) -> tuple[int, ...]:
+    """Shape of ``module(example)`` without the batch axis (the module runs once in eval mode).
+
+    ``example`` is a batch of inputs, e.g. ``x[:2]``; every submodule's train/eval flag is restored.
+    """
+    with _eval_mode(module):
+        out = module(_as_tensor(example, "example"))
+    return tuple(out.shape[1:])
+
+
+# ----------------------------------------------------------------------------------------------
+# Stitching layers
+# ----------------------------------------------------------------------------------------------
+class ConvStitch(nn.Module):
+    """BatchNorm -> 1x1 convolution -> BatchNorm: ``(n, C_a, H, W) -> (n, C_b, H, W)``.
+
+    The 1x1 convolution is a ``C_b x C_a`` matrix applied at every pixel: the stitch may re-mix and
+    re-scale channels but cannot move information across space.
+    """
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.bn_in = nn.BatchNorm2d(c_in)
+        self.conv = nn.Conv2d(c_in, c_out, kernel_size=1, bias=True)
+        self.bn_out = nn.BatchNorm2d(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn_out(self.conv(self.bn_in(x)))
+
+
+class LinearStitch(nn.Module):
+    """One affine map for vectors: ``(n, d_a) -> (n, d_b)``, ``x W^T + b``."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.linear = nn.Linear(d_in, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+def make_stitch(shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> nn.Module:
+    """The stitching layer that maps activations of shape ``shape_a`` to ``shape_b`` (no batch axis).
+
+    ``(C_a, H, W) -> (C_b, H, W)``: :class:`ConvStitch`; ``(d_a,) -> (d_b,)``: :class:`LinearStitch`.
+
+    Raises
+    ------
+    ValueError
+        if one side is a feature map and the other a vector, if the spatial sizes differ (a 1x1
+        convolution cannot resample; cut at layers of the same resolution or feed inputs of the
+        same size), or for any other rank.
+    """
+    shape_a, shape_b = tuple(int(s) for s in shape_a), tuple(int(s) for s in shape_b)
+    if len(shape_a) == 3 and len(shape_b) == 3:
+        if shape_a[1:] != shape_b[1:]:
+            raise ValueError(
+                f"incompatible cut: spatial sizes differ, {shape_a[1:]} (sender) vs {shape_b[1:]} "
+                "(receiver); a 1x1-convolution stitch cannot resample. Cut at layers with the same "
+                "resolution or feed both networks inputs of the same size")
+        return ConvStitch(shape_a[0], shape_b[0])
+    if len(shape_a) == 1 and len(shape_b) == 1:
+        return LinearStitch(shape_a[0], shape_b[0])
+    kind = {1: "vector", 3: "feature map"}
+    if len(shape_a) in kind and len(shape_b) in kind:
+        raise ValueError(
+            f"incompatible cut: cannot stitch a {kind[len(shape_a)]} {shape_a} into a "
+            f"{kind[len(shape_b)]} {shape_b}; cut both networks on the same side of their pooling layer")
+    raise ValueError(f"incompatible cut: stitching needs (C, H, W) or (d,) activations, "
+                     f"got {shape_a} and {shape_b}")
+
+
+class StitchedModel(nn.Module):
+    """``top_b(stitch(bottom_a(x)))`` with ``bottom_a`` and ``top_b`` frozen.
+
+    The frozen parts are private copies (training a stitch never touches the original networks)
+    and always stay in eval mode, so their BatchNorm statistics never move; ``.train()`` only
+    affects the stitch.
+    """
+
+    def __init__(self, bottom: nn.Module, stitch_layer: nn.Module, top: nn.Module):
+        super().__init__()
+        self.bottom = copy.deepcopy(bottom)
+        self.stitch = stitch_layer
+        self.top = copy.deepcopy(top)
+        for part in (self.bottom, self.top):
+            part.requires_grad_(False)
+            part.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.bottom.eval()
+        self.top.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.top(self.stitch(self.bottom(x)))
+
+    def n_trainable(self) -> int:
+        """Number of trainable parameters (those of the stitch)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def stitch(model_a, model_b, cut_a: str, cut_b: str | None = None,
+           example: torch.Tensor | None = None, example_b: torch.Tensor | None = None,
+           stitch_layer: nn.Module | None = None) -> StitchedModel:
+    """Stitch ``model_a`` (bottom, up to ``cut_a``) into ``model_b`` (top, after ``cut_b``).
+
+    Parameters
+    ----------
+    model_a, model_b : networks accepted by :func:`as_sequential`
+    cut_a, cut_b : str
+        child names; ``cut_b`` defaults to ``cut_a``.
+    example : torch.Tensor, shape (n, ...)
+        a small batch of inputs to measure the activation shapes at both cuts (needed unless
+        ``stitch_layer`` is given). ``example_b`` is the receiver's input if it differs.
+    stitch_layer : nn.Module, optional
+        use this layer instead of :func:`make_stitch` (e.g. :func:`identity_stitch`).
+
+    Raises
+    ------
+    ValueError
+        at an unknown or final cut, or incompatible activation shapes (see :func:`make_stitch`).
+    """
+    cut_b = cut_a if cut_b is None else cut_b
+    bottom_a, _ = split(model_a, cut_a)
+    bottom_b, top_b = split(model_b, cut_b)
+    if stitch_layer is None:
+        if example is None:
+            raise ValueError("pass example= (a small input batch) so the activation shapes can be measured")
+        shape_a = feature_shape(bottom_a, example)
+        shape_b = feature_shape(bottom_b, example if example_b is None else example_b)
+        stitch_layer = make_stitch(shape_a, shape_b)
+    return StitchedModel(bottom_a, stitch_layer, top_b)
+
+
+def identity_stitch(shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> nn.Module:
+    """The no-training control: pass A's activations to B's top unchanged.
+
+    Raises
+    ------
+    ValueError
+        if the shapes differ (the identity is only defined where shapes allow).
+    """
+    if tuple(shape_a) != tuple(shape_b):
+        raise ValueError(f"identity stitch needs equal activation shapes, got {tuple(shape_a)} "
+                         f"and {tuple(shape_b)}")
+    return nn.Identity()
+
+
+def random_bottom(model, seed: int = 0) -> nn.Sequential:
+    """A copy of ``model`` (as a sequence) with every parameter and BatchNorm statistic re-initialised.
+
+    The control of Bansal et al.: stitching from a randomly initialised bottom shows how much of
+    the stitched accuracy the stitch and the receiver's top achieve on their own.
+    """
+    seq = copy.deepcopy(as_sequential(model))
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        n_reset = 0
+        for module in seq.modules():
+            if hasattr(module, "reset_parameters") and callable(module.reset_parameters):
+                module.reset_parameters()
+                n_reset += 1
+    finally:
+        torch.random.set_rng_state(gen_state)
+    if n_reset == 0:
+        raise ValueError("random_bottom: the model has no layer with reset_parameters()")
+    return seq.eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# Fitting stitches
+# ----------------------------------------------------------------------------------------------
+def _as_tensor(x, name: str) -> torch.Tensor:
+    """``x`` as a float32 tensor; NaN or inf is an error."""
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    t = t.to(torch.float32)
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return t
+
+
+@torch.no_grad()
+def _run(module: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    with _eval_mode(module):
+        return torch.cat([module(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def _check_xy(x, y, name_y="y") -> tuple[torch.Tensor, torch.Tensor]:
+    x = _as_tensor(x, "x")
+    if x.ndim < 2:
+        raise ValueError(f"x must be a batch (n, ...), got shape {tuple(x.shape)}")
+    y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    if len(y) != len(x):
+        raise ValueError(f"x and {name_y} have different numbers of rows: {len(x)} vs {len(y)}")
+    return x, y
+
+
+def train_stitch(model: StitchedModel, x, y, epochs: int = 10, batch_size: int = 64,
+                 lr: float = 1e-2, weight_decay: float = 0.0, seed: int = 0,
+                 soft_targets: bool = False, temperature: float = 1.0) -> list[float]:
+    """Train only the stitch of ``model`` on the receiver's task loss.
+
+    The frozen bottom is deterministic, so its activations are computed once; each epoch then runs
+    the stitch and the frozen top only.
+
+    Parameters
+    ----------
+    model : StitchedModel
+    x : tensor, shape (n, ...)
+        inputs of the sending network.
+    y : tensor
+        class labels, shape (n,) int -- cross-entropy; or, with ``soft_targets=True``, the
+        receiver's logits, shape (n, n_classes) -- KL divergence to its softmax at ``temperature``
+        (distillation: useful when there are few labelled images).
+    epochs, batch_size, lr, weight_decay : optimisation (Adam), a fixed seed for the batch order.
+
+    Returns
+    -------
+    list of float
+        the mean training loss of every epoch.
+    """
+    x, y = _check_xy(x, y)
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    params = [p for p in model.stitch.parameters() if p.requires_grad]
+    feats = _run(model.bottom, x, batch_size=max(batch_size, 128))
+    if soft_targets:
+        y = _as_tensor(y, "soft targets")
+        if y.ndim != 2:
+            raise ValueError(f"soft targets must be logits of shape (n, n_classes), got {tuple(y.shape)}")
+        target_p = torch.softmax(y / temperature, dim=1)
+    else:
+        y = y.long()
+        if y.ndim != 1:
+            raise ValueError(f"labels must have shape (n,), got {tuple(y.shape)}")
+    if not params:  # e.g. an identity stitch: nothing to train
+        return []
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    history = []
+    model.train()
+    n = len(x)
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        total = 0.0
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            if len(idx) < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                    for m in model.stitch.modules()):
+                continue  # BatchNorm cannot normalise a batch of one
+            out = model.top(model.stitch(feats[idx]))
+            if soft_targets:
+                loss = nn.functional.kl_div(torch.log_softmax(out / temperature, dim=1),
+                                            target_p[idx], reduction="batchmean")
+            else:
+                loss = nn.functional.cross_entropy(out, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        history.append(total / n)
+    model.eval()
+    return history
+
+
+def _lstsq_affine(a: np.ndarray, b: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """Solve ``min ||a W + c - b||^2 + ridge ||W||^2`` for ``W (d_a x d_b)`` and ``c (d_b,)``."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if ridge < 0:
+        raise ValueError(f"ridge must be >= 0, got {ridge}")
+    mean_a, mean_b = a.mean(0), b.mean(0)
+    ac, bc = a - mean_a, b - mean_b
+    if ridge == 0:
+        w = np.linalg.lstsq(ac, bc, rcond=None)[0]
+    else:
+        w = np.linalg.solve(ac.T @ ac + ridge * np.eye(a.shape[1]), ac.T @ bc)
+    return w, mean_b - mean_a @ w
+
+
+def fit_linear_map(x, y, ridge: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares affine map from ``x`` to ``y``: ``y ~ x @ W + c``.
+
+    Parameters
+    ----------
+    x : array (n, d_x)
+    y : array (n, d_y)
+    ridge : float
+        L2 penalty on ``W`` (0: ordinary least squares, minimum-norm solution).
+
+    Returns
+    -------
+    W : array (d_x, d_y), c : array (d_y,)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    for name, v in (("x", x), ("y", y)):
+        if v.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (n, d), got shape {v.shape}")
+        if not np.isfinite(v).all():
+            raise ValueError(f"{name} contains NaN or inf")
+    if len(x) != len(y):
+        raise ValueError(f"x and y have different numbers of rows: {len(x)} vs {len(y)}")
+    if len(x) < 2:
+        raise ValueError("need at least 2 rows to fit an affine map")
+    return _lstsq_affine(x, y, ridge)
+
+
+@torch.no_grad()
+def fit_least_squares(model: StitchedModel, x, target_bottom: nn.Module,
+                      x_target=None, ridge: float = 0.0, batch_size: int = 128) -> StitchedModel:
+    """Fit the stitch of ``model`` directly: make it reproduce the receiver's own activations.
+
+    "Direct matching": with ``a = bottom_a(x)`` and ``b = bottom_b(x)`` (``target_bottom``, the
+    receiver cut at the same place), solve the least-squares problem ``stitch(a) ~ b``. For a
+    :class:`ConvStitch` every pixel of every image is one row; ``bn_in`` is set to standardise each
+    channel (its running statistics become the data's mean and variance), the 1x1 convolution holds
+    the least-squares solution, ``bn_out`` is set to the identity. The layer computes exactly the
+    fitted affine map in eval mode. If ``b`` is an affine function of ``a`` the fit is exact.
+
+    Parameters
+    ----------
+    model : StitchedModel with a ConvStitch or LinearStitch
+    x : inputs of the sender, shape (n, ...); ``x_target`` those of the receiver if different.
+    target_bottom : nn.Module
+        the receiving network up to its cut (``split(model_b, cut_b)[0]``).
+    ridge : float
+        L2 penalty (0 = ordinary least squares).
+
+    Returns
+    -------
+    the same ``model``, fitted in place, in eval mode.
+    """
+    x = _as_tensor(x, "x")
+    xt = x if x_target is None else _as_tensor(x_target, "x_target")
+    if len(xt) != len(x):
+        raise ValueError(f"x and x_target have different numbers of rows: {len(x)} vs {len(xt)}")
+    a = _run(model.bottom, x, batch_size)
+    b = _run(target_bottom, xt, batch_size)
+    layer = model.stitch
+    if isinstance(layer, ConvStitch):
+        if a.ndim != 4 or b.ndim != 4 or a.shape[2:] != b.shape[2:]:
+            raise ValueError(f"incompatible activations for a ConvStitch: {tuple(a.shape)} and {tuple(b.shape)}")
+        a2 = a.permute(0, 2, 3, 1).reshape(-1, a.shape[1]).double()
+        b2 = b.permute(0, 2, 3, 1).reshape(-1, b.shape[1]).double()
+        mean, var = a2.mean(0), a2.var(0, unbiased=False)
+        bn = layer.bn_in
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)
+        bn.weight.fill_(1.0)
+        bn.bias.zero_()
+        z = (a2 - mean) / torch.sqrt(var + bn.eps)  # exactly what bn_in computes in eval mode
+        w, c = _lstsq_affine(z.numpy(), b2.numpy(), ridge)
+        layer.conv.weight.copy_(torch.from_numpy(w.T).float()[:, :, None, None])
+        layer.conv.bias.copy_(torch.from_numpy(c).float())
+        out = layer.bn_out
+        out.running_mean.zero_()
+        out.running_var.fill_(1.0)
+        out.weight.fill_(float(np.sqrt(1.0 + out.eps)))  # cancels the 1/sqrt(1 + eps) of BatchNorm
+        out.bias.zero_()
+    elif isinstance(layer, LinearStitch):
+        if a.ndim != 2 or b.ndim != 2:
+            raise ValueError(f"incompatible activations for a LinearStitch: {tuple(a.shape)} and {tuple(b.shape)}")
+        w, c = _lstsq_affine(a.double().numpy(), b.double().numpy(), ridge)
+        layer.linear.weight.copy_(torch.from_numpy(w.T).float())
+        layer.linear.bias.copy_(torch.from_numpy(c).float())
+    else:
+        raise ValueError(f"fit_least_squares supports ConvStitch and LinearStitch, got {type(layer).__name__}")
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------
+def predict(model: nn.Module, x, batch_size: int = 128) -> torch.Tensor:
+    """Outputs (logits) of ``model`` on ``x`` in eval mode, in batches, without gradients."""
+    x = _as_tensor(x, "x")
+    return _run(model, x, batch_size)
+
+
+def accuracy(model: nn.Module, x, y, batch_size: int = 128) -> float:
+    """Top-1 accuracy of ``model`` on inputs ``x`` with labels ``y`` (n,)."""
+    x, y = _check_xy(x, y)
+    return float((predict(model, x, batch_size).argmax(1) == y.long()).float().mean())
+
+
+def agreement(model: nn.Module, reference: nn.Module, x, x_reference=None, batch_size: int = 128) -> float:
+    """Fraction of inputs on which ``model`` and ``reference`` predict the same top-1 class."""
+    pa = predict(model, x, batch_size).argmax(1)
+    pb = predict(reference, x if x_reference is None else x_reference, batch_size).argmax(1)
+    if len(pa) != len(pb):
+        raise ValueError(f"x and x_reference have different numbers of rows: {len(pa)} vs {len(pb)}")
+    return float((pa == pb).float().mean())
+
+
+def stitching_penalty(stitched_accuracy: float, receiver_accuracy: float) -> float:
+    """Stitched accuracy minus the receiving network's accuracy (Bansal et al. 2021)."""
+    for name, v in (("stitched_accuracy", stitched_accuracy), ("receiver_accuracy", receiver_accuracy)):
+        if not np.isfinite(v) or not 0.0 <= v <= 1.0:
+            raise ValueError(f"{name} must be an accuracy in [0, 1], got {v}")
+    return float(stitched_accuracy - receiver_accuracy)
+
+
+@dataclass
+class StitchResult:
+    """Accuracy of a stitched network next to its receiver's, and the penalty between them."""
+
+    stitched: float
+    receiver: float
+    penalty: float
+
+
+def evaluate_stitch(model: StitchedModel, receiver: nn.Module, x, y=None,
+                    x_receiver=None, batch_size: int = 128) -> StitchResult:
+    """Accuracy of ``model`` and of ``receiver`` on ``(x, y)``, and the stitching penalty.
+
+    Without labels (``y=None``) the receiver's own top-1 predictions are the labels: the receiver
+    then scores 1 and the stitched score is the *agreement* with it.
+    """
+    xr = x if x_receiver is None else x_receiver
+    if y is None:
+        y = predict(receiver, xr, batch_size).argmax(1)
+    acc_s = accuracy(model, x, y, batch_size)
+    acc_r = accuracy(receiver, xr, y, batch_size)
+    return StitchResult(acc_s, acc_r, stitching_penalty(acc_s, acc_r))
+
+
+# ----------------------------------------------------------------------------------------------
+# Relative representations and zero-shot encoder swaps
+# ----------------------------------------------------------------------------------------------
+def _check_matrix(x, name: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, d), got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def relative_representation(x, anchors) -> np.ndarray:
+    """Cosine similarity of every row of ``x`` to every anchor (Moschella et al. 2023).
+
+    Parameters
+    ----------
+    x : array (n, d)
+    anchors : array (m, d)
+        the *same* anchor samples embedded by the same encoder as ``x``.
+
+    Returns
+    -------
+    array (n, m)
+        ``r[i, j] = <x_i, a_j> / (||x_i|| ||a_j||)``. Invariant to rotations, reflections and
+        rescaling of the encoder's space, which is why two encoders can share it.
+
+    Raises
+    ------
+    ValueError
+        on mismatched widths, NaN/inf, or a zero row (its cosine is undefined).
+    """
+    x, anchors = _check_matrix(x, "x"), _check_matrix(anchors, "anchors")
+    if x.shape[1] != anchors.shape[1]:
+        raise ValueError(f"x and anchors have different widths: {x.shape[1]} vs {anchors.shape[1]} "
+                         "(embed the anchors with the same encoder as x)")
+    nx, na = np.linalg.norm(x, axis=1), np.linalg.norm(anchors, axis=1)
+    if (nx == 0).any() or (na == 0).any():
+        raise ValueError("a row of x or anchors is all zeros: its cosine similarity is undefined")
+    return (x / nx[:, None]) @ (anchors / na[:, None]).T
+
+
+def zero_shot_swap(train_a, y_train, test_b, y_test, anchors_a=None, anchors_b=None,
+                   classifier=None) -> float:
+    """Fit a classifier on encoder A's features, test it on encoder B's features, no retraining.
+
+    Parameters
+    ----------
+    train_a : array (n_train, d_a)
+        encoder A's embeddings of the training samples.
+    y_train : array (n_train,)
+    test_b : array (n_test, d_b)
+        encoder B's embeddings of the test samples (B may equal A: the un-swapped baseline).
+    y_test : array (n_test,)
+    anchors_a, anchors_b : arrays (m, d_a) and (m, d_b), optional
+        the same anchor samples embedded by A and by B. Given: both sides are mapped to
+        :func:`relative_representation` first (the relative swap). Omitted: absolute features are
+        used as they are, which needs ``d_a == d_b``.
+    classifier : scikit-learn estimator, optional
+        default ``LogisticRegression(max_iter=2000)``; it is cloned, never modified.
+
+    Returns
+    -------
+    float
+        accuracy on the test samples.
+    """
+    from sklearn.base import clone
+    from sklearn.linear_model import LogisticRegression
+
+    train_a, test_b = _check_matrix(train_a, "train_a"), _check_matrix(test_b, "test_b")
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    if len(y_train) != len(train_a):
+        raise ValueError(f"train_a and y_train have different numbers of rows: {len(train_a)} vs {len(y_train)}")
+    if len(y_test) != len(test_b):
+        raise ValueError(f"test_b and y_test have different numbers of rows: {len(test_b)} vs {len(y_test)}")
+    if (anchors_a is None) != (anchors_b is None):
+        raise ValueError("pass both anchors_a and anchors_b (relative swap) or neither (absolute swap)")
+    if anchors_a is not None:
+        anchors_a, anchors_b = _check_matrix(anchors_a, "anchors_a"), _check_matrix(anchors_b, "anchors_b")
+        if len(anchors_a) != len(anchors_b):
+            raise ValueError(f"anchors_a and anchors_b must be the same samples: {len(anchors_a)} vs "
+                             f"{len(anchors_b)} rows")
+        train_a = relative_representation(train_a, anchors_a)
+        test_b = relative_representation(test_b, anchors_b)
+    elif train_a.shape[1] != test_b.shape[1]:
+        raise ValueError(f"absolute swap needs equal widths, got {train_a.shape[1]} and {test_b.shape[1]}; "
+                         "pass anchors for a relative swap")
+    clf = clone(classifier) if classifier is not None else LogisticRegression(max_iter=2000)
+    clf.fit(train_a, y_train)
+    return float((clf.predict(test_b) == y_test).mean())
+
+
+def retrieval_recall(queries, gallery, k: int = 1) -> float:
+    """Recall@k of matching pairs by cosine similarity: query ``i``'s true match is gallery row ``i``.
+
+    Parameters
+    ----------
+    queries : array (n, d)
+    gallery : array (n, d)
+    k : int, 1 <= k <= n
+
+    Returns
+    -------
+    float
+        fraction of queries whose match is among their ``k`` most similar gallery rows
+        (chance: ``k / n``). A gallery row tied with the true match counts against it.
+    """
+    q, g = _check_matrix(queries, "queries"), _check_matrix(gallery, "gallery")
+    if q.shape != g.shape:
+        raise ValueError(f"queries and gallery must have the same shape (paired rows), got {q.shape} and {g.shape}")
+    n = len(q)
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be between 1 and n = {n}, got {k}")
+    sims = relative_representation(q, g)
+    true = np.diag(sims)
+    rank = (sims >= true[:, None]).sum(1) - 1  # other gallery rows at least as similar as the match
+    return float((rank < k).mean())

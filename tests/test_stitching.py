@@ -1,0 +1,412 @@
+"""Tests for prhlib.stitching: cuts, stitch layers, training, least squares, relative representations."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from prhlib import stitching as S
+
+torch.set_num_threads(1)
+
+
+# ----------------------------------------------------------------------------------------------
+# A tiny task and a tiny CNN, trained once per test session
+# ----------------------------------------------------------------------------------------------
+def quadrant_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 3, 12, 12) noisy images; the label (0..3) is the quadrant holding a bright 4x4 square."""
+    g = torch.Generator().manual_seed(seed)
+    x = 0.3 * torch.randn(n, 3, 12, 12, generator=g)
+    y = torch.randint(0, 4, (n,), generator=g)
+    jitter = torch.randint(0, 3, (n, 2), generator=g)
+    for i in range(n):
+        r0 = 6 * (int(y[i]) // 2) + int(jitter[i, 0])
+        c0 = 6 * (int(y[i]) % 2) + int(jitter[i, 1])
+        x[i, :, r0:r0 + 4, c0:c0 + 4] += 1.5
+    return x, y
+
+
+def tiny_cnn(seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(OrderedDict([
+        ("stem", nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())),
+        ("block1", nn.Sequential(nn.Conv2d(8, 12, 3, padding=1), nn.ReLU())),
+        ("block2", nn.Sequential(nn.Conv2d(12, 16, 3, stride=2, padding=1), nn.ReLU())),
+        ("pool", nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten())),
+        ("fc", nn.Sequential(nn.Linear(64, 32), nn.ReLU())),
+        ("head", nn.Linear(32, 4)),
+    ]))
+
+
+def train_net(model: nn.Module, x, y, epochs: int = 25, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), 64):
+            idx = order[i:i + 64]
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def task():
+    x_train, y_train = quadrant_images(512, seed=1)
+    x_test, y_test = quadrant_images(256, seed=2)
+    net_a = train_net(tiny_cnn(10), x_train, y_train, seed=0)
+    net_b = train_net(tiny_cnn(20), x_train, y_train, seed=1)
+    return dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, a=net_a, b=net_b)
+
+
+CUTS = ["stem", "block1", "block2", "pool", "fc"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Cutting
+# ----------------------------------------------------------------------------------------------
+def test_tiny_networks_learn_the_task(task):
+    for net in (task["a"], task["b"]):
+        assert S.accuracy(net, task["x_test"], task["y_test"]) >= 0.95
+
+
+@pytest.mark.parametrize("cut", CUTS)
+def test_split_composes_back_to_the_model(task, cut):
+    bottom, top = S.split(task["a"], cut)
+    x = task["x_test"][:16]
+    with torch.no_grad():
+        assert torch.allclose(top(bottom(x)), task["a"](x), atol=1e-6)
+    names = S.layer_names(task["a"])
+    assert [n for n, _ in bottom.named_children()] == names[: names.index(cut) + 1]
+
+
+def test_cutting_never_changes_the_train_eval_mode_of_the_model(task):
+    net = task["a"]
+    assert not any(m.training for m in net.modules())
+    S.stitch(net, task["b"], "stem", example=task["x_test"][:4])
+    S.feature_shape(S.split(net, "block1")[0], task["x_test"][:2])
+    assert not any(m.training for m in net.modules())
+    net.train()
+    try:
+        S.feature_shape(S.split(net, "block1")[0], task["x_test"][:2])
+        assert all(m.training for m in net.modules())
+    finally:
+        net.eval()
+
+
+def test_split_errors_name_the_problem(task):
+    with pytest.raises(ValueError, match="no layer named 'block9'.*stem"):
+        S.split(task["a"], "block9")
+    with pytest.raises(ValueError, match="last layer 'head'"):
+        S.split(task["a"], "head")
+    with pytest.raises(ValueError, match="cannot cut a Linear"):
+        S.as_sequential(nn.Linear(3, 3))
+
+
+def test_efficientnet_sequential_view_is_exact():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    seq = S.as_sequential(model)
+    names = S.layer_names(model)
+    assert names[0] == "stem" and names[-3:] == ["conv_head", "pool", "classifier"]
+    assert names[1:-3] == [f"block{i}" for i in range(len(model.blocks))]
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(seq(x), model(x), atol=1e-5)
+
+    class Wrapper:  # like a prhlib.models encoder: the torch module is .module
+        module = model
+
+    assert S.layer_names(Wrapper()) == names
+    bottom, _ = S.split(model, "block5")
+    assert S.feature_shape(bottom, x) == (192, 2, 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Stitch layers and incompatible cuts
+# ----------------------------------------------------------------------------------------------
+def test_make_stitch_shapes():
+    conv = S.make_stitch((8, 5, 5), (12, 5, 5))
+    assert isinstance(conv, S.ConvStitch)
+    assert conv(torch.randn(3, 8, 5, 5)).shape == (3, 12, 5, 5)
+    assert [type(m) for m in conv.children()] == [nn.BatchNorm2d, nn.Conv2d, nn.BatchNorm2d]
+    assert conv.conv.kernel_size == (1, 1)
+    lin = S.make_stitch((64,), (32,))
+    assert isinstance(lin, S.LinearStitch)
+    assert lin(torch.randn(3, 64)).shape == (3, 32)
+
+
+def test_incompatible_cuts_raise(task):
+    with pytest.raises(ValueError, match="spatial sizes differ"):
+        S.make_stitch((8, 12, 12), (16, 6, 6))
+    with pytest.raises(ValueError, match="feature map .* into a vector"):
+        S.make_stitch((8, 12, 12), (64,))
+    with pytest.raises(ValueError, match=r"\(C, H, W\) or \(d,\)"):
+        S.make_stitch((8, 12), (8, 12))
+    x = task["x_test"][:4]
+    with pytest.raises(ValueError, match="spatial sizes differ"):
+        S.stitch(task["a"], task["b"], "block1", "block2", example=x)
+    with pytest.raises(ValueError, match="feature map"):
+        S.stitch(task["a"], task["b"], "block2", "pool", example=x)
+    with pytest.raises(ValueError, match="example="):
+        S.stitch(task["a"], task["b"], "block1")
+    with pytest.raises(ValueError, match="identity stitch needs equal"):
+        S.identity_stitch((8, 12, 12), (12, 12, 12))
+
+
+def test_stitched_shapes_and_trainable_parameters(task):
+    model = S.stitch(task["a"], task["b"], "block1", example=task["x_test"][:4])
+    assert model(task["x_test"][:5]).shape == (5, 4)
+    assert model.n_trainable() == sum(p.numel() for p in model.stitch.parameters())
+    # block1 -> block1: 12 -> 12 channels: BN (2*12) + conv (12*12 + 12) + BN (2*12)
+    assert model.n_trainable() == 24 + 156 + 24
+
+
+def test_identity_self_stitch_is_the_model(task):
+    x = task["x_test"][:8]
+    shape = S.feature_shape(S.split(task["a"], "block2")[0], x)
+    model = S.stitch(task["a"], task["a"], "block2", stitch_layer=S.identity_stitch(shape, shape))
+    with torch.no_grad():
+        assert torch.allclose(model(x), task["a"](x), rtol=1e-5, atol=1e-5)
+    assert S.train_stitch(model, task["x_train"], task["y_train"], epochs=1) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Training a stitch
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cut", CUTS)
+def test_self_stitch_recovers_99_percent_at_every_cut(task, cut):
+    net = task["a"]
+    model = S.stitch(net, net, cut, example=task["x_train"][:4])
+    S.train_stitch(model, task["x_train"], task["y_train"], epochs=15, lr=1e-2, seed=0)
+    res = S.evaluate_stitch(model, net, task["x_test"], task["y_test"])
+    assert res.stitched >= 0.99 * res.receiver, (cut, res)
+    assert res.penalty == pytest.approx(res.stitched - res.receiver)
+
+
+def test_training_touches_only_the_stitch(task):
+    before_a = {k: v.clone() for k, v in task["a"].state_dict().items()}
+    before_b = {k: v.clone() for k, v in task["b"].state_dict().items()}
+    model = S.stitch(task["a"], task["b"], "stem", example=task["x_train"][:4])
+    frozen_before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("stitch.")}
+    stitch_before = {k: v.clone() for k, v in model.stitch.state_dict().items()}
+    losses = S.train_stitch(model, task["x_train"], task["y_train"], epochs=3)
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    for k, v in model.state_dict().items():
+        if not k.startswith("stitch."):
+            assert torch.equal(v, frozen_before[k]), k
+    assert any(not torch.equal(v, stitch_before[k]) for k, v in model.stitch.state_dict().items())
+    for net, before in ((task["a"], before_a), (task["b"], before_b)):
+        for k, v in net.state_dict().items():
+            assert torch.equal(v, before[k]), k
+    model.train()
+    assert not model.bottom.training and not model.top.training and model.stitch.training
+
+
+def test_cross_network_stitch_and_controls(task):
+    """A-into-B works at a mid cut; a random bottom is a weaker sender; training is deterministic."""
+    x_tr, y_tr, x_te, y_te = task["x_train"], task["y_train"], task["x_test"], task["y_test"]
+    runs = []
+    for _ in range(2):
+        model = S.stitch(task["a"], task["b"], "block2", example=x_tr[:4])
+        S.train_stitch(model, x_tr, y_tr, epochs=8, seed=3)
+        runs.append(S.evaluate_stitch(model, task["b"], x_te, y_te))
+    assert runs[0].stitched == runs[1].stitched
+    assert runs[0].penalty >= -0.05
+    rand = S.random_bottom(task["a"], seed=0)
+    model = S.stitch(rand, task["b"], "fc", example=x_tr[:4])
+    S.train_stitch(model, x_tr, y_tr, epochs=8, seed=3)
+    assert S.evaluate_stitch(model, task["b"], x_te, y_te).stitched < runs[0].stitched - 0.2
+
+
+def test_soft_target_training_agrees_with_receiver(task):
+    logits = S.predict(task["b"], task["x_train"])
+    model = S.stitch(task["a"], task["b"], "fc", example=task["x_train"][:4])
+    S.train_stitch(model, task["x_train"], logits, soft_targets=True, epochs=15)
+    assert S.agreement(model, task["b"], task["x_test"]) >= 0.9
+    res = S.evaluate_stitch(model, task["b"], task["x_test"])  # no labels: agreement with B
+    assert res.receiver == 1.0 and res.stitched == pytest.approx(S.agreement(model, task["b"], task["x_test"]))
+    with pytest.raises(ValueError, match="soft targets must be logits"):
+        S.train_stitch(model, task["x_train"], task["y_train"].float(), soft_targets=True)
+
+
+def test_random_bottom_is_reinitialised_and_seeded(task):
+    r1, r2 = S.random_bottom(task["a"], seed=5), S.random_bottom(task["a"], seed=5)
+    r3 = S.random_bottom(task["a"], seed=6)
+    w = lambda m: m.stem[0].weight  # noqa: E731
+    assert torch.equal(w(r1), w(r2)) and not torch.equal(w(r1), w(r3))
+    assert not torch.equal(w(r1), task["a"].stem[0].weight)
+    assert torch.equal(r1.stem[1].running_mean, torch.zeros(8))
+    with pytest.raises(ValueError, match="reset_parameters"):
+        S.random_bottom(nn.Sequential(nn.ReLU(), nn.Flatten()))
+
+
+def test_training_input_errors(task):
+    model = S.stitch(task["a"], task["b"], "fc", example=task["x_train"][:4])
+    with pytest.raises(ValueError, match="different numbers of rows"):
+        S.train_stitch(model, task["x_train"], task["y_train"][:10])
+    bad = task["x_train"][:8].clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        S.train_stitch(model, bad, task["y_train"][:8])
+    with pytest.raises(ValueError, match="epochs"):
+        S.train_stitch(model, task["x_train"], task["y_train"], epochs=0)
+    with pytest.raises(ValueError, match="accuracy in"):
+        S.stitching_penalty(1.2, 0.5)
+    with pytest.raises(ValueError, match="accuracy in"):
+        S.stitching_penalty(float("nan"), 0.5)
+    assert S.stitching_penalty(0.7, 0.9) == pytest.approx(-0.2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Least squares
+# ----------------------------------------------------------------------------------------------
+def _affine_twin(net: nn.Sequential, cut: str, seed: int) -> tuple[nn.Sequential, torch.Tensor]:
+    """A network whose activations at ``cut`` are a fixed random affine map of ``net``'s."""
+    bottom, _ = S.split(net, cut)
+    c = S.feature_shape(bottom, torch.zeros(2, 3, 12, 12))[0]
+    torch.manual_seed(seed)
+    if cut in ("pool", "fc"):
+        mix = nn.Linear(c, c + 3)
+    else:
+        mix = nn.Conv2d(c, c + 3, 1)
+    twin = nn.Sequential(OrderedDict([("body", bottom), ("mix", mix), ("head", nn.Flatten())]))
+    return twin.eval()
+
+
+@pytest.mark.parametrize("cut", ["block1", "block2", "fc"])
+def test_least_squares_stitch_is_exact_on_affinely_related_features(task, cut):
+    twin = _affine_twin(task["a"], cut, seed=7)
+    model = S.stitch(task["a"], twin, cut, cut_b="mix", example=task["x_train"][:4])
+    S.fit_least_squares(model, task["x_train"], S.split(twin, "mix")[0])
+    x = task["x_test"]
+    with torch.no_grad():
+        got = model.stitch(model.bottom(x))
+        want = S.split(twin, "mix")[0](x)
+    err = (got - want).norm() / want.norm()
+    assert err < 1e-4, float(err)
+
+
+def test_least_squares_self_stitch_keeps_accuracy(task):
+    for cut in CUTS:
+        model = S.stitch(task["a"], task["a"], cut, example=task["x_train"][:4])
+        S.fit_least_squares(model, task["x_train"], S.split(task["a"], cut)[0])
+        with torch.no_grad():
+            assert torch.allclose(model(task["x_test"]), task["a"](task["x_test"]), atol=1e-3), cut
+
+
+def test_least_squares_rejects_other_layers(task):
+    model = S.stitch(task["a"], task["a"], "fc", stitch_layer=nn.Identity())
+    with pytest.raises(ValueError, match="supports ConvStitch and LinearStitch"):
+        S.fit_least_squares(model, task["x_train"], S.split(task["a"], "fc")[0])
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), d_x=st.integers(1, 12), d_y=st.integers(1, 12))
+def test_fit_linear_map_recovers_an_affine_map(seed, d_x, d_y):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(3 * d_x + 5, d_x))
+    w, c = rng.normal(size=(d_x, d_y)), rng.normal(size=d_y)
+    w_hat, c_hat = S.fit_linear_map(x, x @ w + c)
+    np.testing.assert_allclose(w_hat, w, atol=1e-8)
+    np.testing.assert_allclose(c_hat, c, atol=1e-8)
+
+
+def test_fit_linear_map_ridge_and_errors():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 4))
+    y = x @ rng.normal(size=(4, 2))
+    w0, _ = S.fit_linear_map(x, y)
+    w1, _ = S.fit_linear_map(x, y, ridge=100.0)
+    assert np.linalg.norm(w1) < np.linalg.norm(w0)
+    with pytest.raises(ValueError, match="different numbers of rows"):
+        S.fit_linear_map(x, y[:10])
+    with pytest.raises(ValueError, match="2-D"):
+        S.fit_linear_map(x[:, 0], y)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        S.fit_linear_map(np.where(x > 2, np.inf, x), y)
+    with pytest.raises(ValueError, match="ridge"):
+        S.fit_linear_map(x, y, ridge=-1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Relative representations
+# ----------------------------------------------------------------------------------------------
+def _random_orthogonal(d: int, rng) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(d, d)))
+    return q * np.sign(np.diag(r))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), d=st.integers(2, 10), scale=st.floats(0.01, 100.0))
+def test_relative_representation_is_invariant_to_rotation_and_scale(seed, d, scale):
+    rng = np.random.default_rng(seed)
+    x, anchors = rng.normal(size=(20, d)), rng.normal(size=(7, d))
+    q = _random_orthogonal(d, rng)
+    r0 = S.relative_representation(x, anchors)
+    r1 = S.relative_representation(scale * x @ q, scale * anchors @ q)
+    assert r0.shape == (20, 7)
+    np.testing.assert_allclose(r0, r1, atol=1e-10)
+    assert np.all(np.abs(r0) <= 1 + 1e-12)
+
+
+def test_relative_representation_errors():
+    with pytest.raises(ValueError, match="different widths"):
+        S.relative_representation(np.ones((3, 4)), np.ones((2, 5)))
+    with pytest.raises(ValueError, match="all zeros"):
+        S.relative_representation(np.zeros((3, 4)), np.ones((2, 4)))
+    with pytest.raises(ValueError, match="2-D"):
+        S.relative_representation(np.ones(4), np.ones((2, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        S.relative_representation(np.full((3, 4), np.nan), np.ones((2, 4)))
+
+
+def test_zero_shot_swap_relative_survives_a_rotation_absolute_does_not():
+    rng = np.random.default_rng(0)
+    d, n_cls = 16, 4
+    centers = 3 * rng.normal(size=(n_cls, d))
+    y = rng.integers(0, n_cls, 400)
+    feats_a = centers[y] + rng.normal(size=(400, d))
+    q = _random_orthogonal(d, rng)
+    feats_b = 2.5 * feats_a @ q  # encoder B: the same geometry in another basis and scale
+    tr, te, anc = slice(0, 200), slice(200, 400), slice(0, 40)
+    base = S.zero_shot_swap(feats_a[tr], y[tr], feats_a[te], y[te])
+    rel = S.zero_shot_swap(feats_a[tr], y[tr], feats_b[te], y[te], feats_a[anc], feats_b[anc])
+    rel_base = S.zero_shot_swap(feats_a[tr], y[tr], feats_a[te], y[te], feats_a[anc], feats_a[anc])
+    absolute = S.zero_shot_swap(feats_a[tr], y[tr], feats_b[te], y[te])
+    assert base >= 0.95 and rel_base >= 0.95
+    assert rel == pytest.approx(rel_base)
+    assert absolute < 0.7
+    with pytest.raises(ValueError, match="equal widths"):
+        S.zero_shot_swap(feats_a[tr], y[tr], feats_a[te, :5], y[te])
+    with pytest.raises(ValueError, match="both anchors_a and anchors_b"):
+        S.zero_shot_swap(feats_a[tr], y[tr], feats_b[te], y[te], anchors_a=feats_a[anc])
+    with pytest.raises(ValueError, match="same samples"):
+        S.zero_shot_swap(feats_a[tr], y[tr], feats_b[te], y[te], feats_a[anc], feats_b[:10])
+    with pytest.raises(ValueError, match="different numbers of rows"):
+        S.zero_shot_swap(feats_a[tr], y[:3], feats_b[te], y[te])
+
+
+def test_retrieval_recall():
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(30, 8))
+    assert S.retrieval_recall(g, g, k=1) == 1.0
+    assert S.retrieval_recall(g[::-1], g, k=30) == 1.0
+    perm = rng.permutation(30)
+    assert S.retrieval_recall(g[perm], g, k=1) == pytest.approx(np.mean(perm == np.arange(30)))
+    dup = np.vstack([g[:1], g[:1]])  # a tie with the true match counts against it
+    assert S.retrieval_recall(dup, dup, k=1) == 0.0
+    with pytest.raises(ValueError, match="k must be"):
+        S.retrieval_recall(g, g, k=31)
+    with pytest.raises(ValueError, match="same shape"):
+        S.retrieval_recall(g, g[:5])

@@ -21,7 +21,8 @@ stitching penalty
 
 Networks are cut at *named children* of an ``nn.Sequential``. :func:`as_sequential` exposes a timm
 EfficientNet (or a ``prhlib.models`` encoder wrapping one) as such a sequence:
-``stem, block0, ..., block6, conv_head, pool, classifier``.
+``stem, stage1, ..., stage7, head, pool, classifier`` (the first 9 names are the layers of
+``prhlib.models`` / ``prhlib.features`` for the same network).
 
 Relative representations (Moschella et al. 2023) describe a sample by its cosine similarities to a
 fixed set of *anchor* samples; :func:`zero_shot_swap` fits a classifier on one encoder and evaluates it
@@ -57,6 +58,8 @@ __all__ = [
     "fit_linear_map",
     "predict",
     "accuracy",
+    "task_accuracies",
+    "predicted_labels",
     "agreement",
     "stitching_penalty",
     "evaluate_stitch",
@@ -82,8 +85,9 @@ def as_sequential(model) -> nn.Sequential:
     ----------
     model : nn.Sequential, timm EfficientNet, or an object with a ``.module`` attribute
         An ``nn.Sequential`` is returned as it is. A timm ``EfficientNet`` (e.g.
-        ``tf_efficientnet_lite0``) becomes ``stem, block0 .. block{S-1}, conv_head, pool, classifier``
-        where ``block{i}`` is stage ``i`` of ``model.blocks``. The new sequence *shares* the modules
+        ``tf_efficientnet_lite0``) becomes ``stem, stage1 .. stage{S}, head, pool, classifier``
+        where ``stage{i}`` is ``model.blocks[i - 1]`` and ``head`` is ``conv_head`` + ``bn2`` (the
+        layer names of :class:`prhlib.models.TimmCNN`, plus the pooling and the classifier). The new sequence *shares* the modules
         of ``model`` (no copy) and computes exactly ``model(x)`` in eval mode.
 
     Raises
@@ -101,8 +105,8 @@ def as_sequential(model) -> nn.Sequential:
             warnings.warn("EfficientNet drop_rate > 0: the sequential view skips head dropout "
                           "(identical in eval mode)", stacklevel=2)
         parts: list[tuple[str, nn.Module]] = [("stem", nn.Sequential(model.conv_stem, model.bn1))]
-        parts += [(f"block{i}", block) for i, block in enumerate(model.blocks)]
-        parts += [("conv_head", nn.Sequential(model.conv_head, model.bn2)),
+        parts += [(f"stage{i + 1}", block) for i, block in enumerate(model.blocks)]
+        parts += [("head", nn.Sequential(model.conv_head, model.bn2)),
                   ("pool", model.global_pool),
                   ("classifier", model.classifier)]
         seq = nn.Sequential(OrderedDict(parts))
@@ -364,9 +368,43 @@ def _check_xy(x, y, name_y="y") -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def _slices(task_slices) -> list[slice]:
+    """The head's column slices, one per task (``None``: one task owning every column)."""
+    if task_slices is None:
+        return [slice(None)]
+    slices = list(task_slices.values()) if isinstance(task_slices, dict) else list(task_slices)
+    if not slices or not all(isinstance(sl, slice) for sl in slices):
+        raise ValueError("task_slices must be a non-empty dict (or list) of slices of the head's outputs")
+    return slices
+
+
+def _check_labels(y: torch.Tensor, slices: list[slice]) -> torch.Tensor:
+    """Labels as ``(n, T)`` long: one column per task."""
+    y = y.long()
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2 or y.shape[1] != len(slices):
+        raise ValueError(f"labels must have shape (n,) for one task or (n, {len(slices)}) for "
+                         f"{len(slices)} task slices, got {tuple(y.shape)}")
+    return y
+
+
+def _task_loss(out: torch.Tensor, y: torch.Tensor, slices: list[slice]) -> torch.Tensor:
+    """Mean over tasks of the cross-entropy of each task's slice of the logits."""
+    return sum(nn.functional.cross_entropy(out[:, sl], y[:, t]) for t, sl in enumerate(slices)) / len(slices)
+
+
+def _soft_loss(out: torch.Tensor, target_p: list[torch.Tensor], slices: list[slice],
+               temperature: float) -> torch.Tensor:
+    return sum(nn.functional.kl_div(torch.log_softmax(out[:, sl] / temperature, dim=1), p,
+                                    reduction="batchmean")
+               for sl, p in zip(slices, target_p)) / len(slices)
+
+
 def train_stitch(model: StitchedModel, x, y, epochs: int = 10, batch_size: int = 64,
                  lr: float = 1e-2, weight_decay: float = 0.0, seed: int = 0,
-                 soft_targets: bool = False, temperature: float = 1.0) -> list[float]:
+                 soft_targets: bool = False, temperature: float = 1.0,
+                 task_slices=None) -> list[float]:
     """Train only the stitch of ``model`` on the receiver's task loss.
 
     The frozen bottom is deterministic, so its activations are computed once; each epoch then runs
@@ -382,6 +420,10 @@ def train_stitch(model: StitchedModel, x, y, epochs: int = 10, batch_size: int =
         receiver's logits, shape (n, n_classes) -- KL divergence to its softmax at ``temperature``
         (distillation: useful when there are few labelled images).
     epochs, batch_size, lr, weight_decay : optimisation (Adam), a fixed seed for the batch order.
+    task_slices : dict of slices, optional
+        for a multi-task head (e.g. ``zoo`` classifiers' ``model.task_slices``): each task's columns
+        of the logits. Labels are then ``(n, T)``, one column per task in the same order, and the
+        loss is the mean of the tasks' cross-entropies (their KL divergences for soft targets).
 
     Returns
     -------
@@ -391,17 +433,18 @@ def train_stitch(model: StitchedModel, x, y, epochs: int = 10, batch_size: int =
     x, y = _check_xy(x, y)
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive number, got {temperature}")
+    slices = _slices(task_slices)
     params = [p for p in model.stitch.parameters() if p.requires_grad]
-    feats = _run(model.bottom, x, batch_size=max(batch_size, 128))
     if soft_targets:
         y = _as_tensor(y, "soft targets")
-        if y.ndim != 2:
+        if y.ndim != 2 or not y.is_floating_point():
             raise ValueError(f"soft targets must be logits of shape (n, n_classes), got {tuple(y.shape)}")
-        target_p = torch.softmax(y / temperature, dim=1)
+        target_p = [torch.softmax(y[:, sl] / temperature, dim=1) for sl in slices]
     else:
-        y = y.long()
-        if y.ndim != 1:
-            raise ValueError(f"labels must have shape (n,), got {tuple(y.shape)}")
+        y = _check_labels(y, slices)
+    feats = _run(model.bottom, x, batch_size=max(batch_size, 128))
     if not params:  # e.g. an identity stitch: nothing to train
         return []
     gen = torch.Generator().manual_seed(seed)
@@ -419,10 +462,9 @@ def train_stitch(model: StitchedModel, x, y, epochs: int = 10, batch_size: int =
                 continue  # BatchNorm cannot normalise a batch of one
             out = model.top(model.stitch(feats[idx]))
             if soft_targets:
-                loss = nn.functional.kl_div(torch.log_softmax(out / temperature, dim=1),
-                                            target_p[idx], reduction="batchmean")
+                loss = _soft_loss(out, [p[idx] for p in target_p], slices, temperature)
             else:
-                loss = nn.functional.cross_entropy(out, y[idx])
+                loss = _task_loss(out, y[idx], slices)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -547,16 +589,33 @@ def predict(model: nn.Module, x, batch_size: int = 128) -> torch.Tensor:
     return _run(model, x, batch_size)
 
 
-def accuracy(model: nn.Module, x, y, batch_size: int = 128) -> float:
-    """Top-1 accuracy of ``model`` on inputs ``x`` with labels ``y`` (n,)."""
+def task_accuracies(model: nn.Module, x, y, task_slices=None, batch_size: int = 128) -> np.ndarray:
+    """Top-1 accuracy of every task: ``(T,)``. Labels ``y`` are ``(n,)`` or ``(n, T)``."""
     x, y = _check_xy(x, y)
-    return float((predict(model, x, batch_size).argmax(1) == y.long()).float().mean())
+    slices = _slices(task_slices)
+    y = _check_labels(y, slices)
+    out = predict(model, x, batch_size)
+    return np.array([float((out[:, sl].argmax(1) == y[:, t]).float().mean()) for t, sl in enumerate(slices)])
 
 
-def agreement(model: nn.Module, reference: nn.Module, x, x_reference=None, batch_size: int = 128) -> float:
-    """Fraction of inputs on which ``model`` and ``reference`` predict the same top-1 class."""
-    pa = predict(model, x, batch_size).argmax(1)
-    pb = predict(reference, x if x_reference is None else x_reference, batch_size).argmax(1)
+def accuracy(model: nn.Module, x, y, task_slices=None, batch_size: int = 128) -> float:
+    """Top-1 accuracy of ``model`` on inputs ``x`` with labels ``y`` (n,) -- the mean over tasks for a
+    multi-task head (``task_slices``, labels ``(n, T)``)."""
+    return float(task_accuracies(model, x, y, task_slices, batch_size).mean())
+
+
+def predicted_labels(model: nn.Module, x, task_slices=None, batch_size: int = 128) -> torch.Tensor:
+    """The model's own top-1 class of every task: ``(n, T)`` long (``T = 1`` without ``task_slices``)."""
+    out = predict(model, x, batch_size)
+    return torch.stack([out[:, sl].argmax(1) for sl in _slices(task_slices)], dim=1)
+
+
+def agreement(model: nn.Module, reference: nn.Module, x, x_reference=None, task_slices=None,
+              batch_size: int = 128) -> float:
+    """Fraction of inputs on which ``model`` and ``reference`` predict the same top-1 class (mean over
+    tasks for a multi-task head)."""
+    pa = predicted_labels(model, x, task_slices, batch_size)
+    pb = predicted_labels(reference, x if x_reference is None else x_reference, task_slices, batch_size)
     if len(pa) != len(pb):
         raise ValueError(f"x and x_reference have different numbers of rows: {len(pa)} vs {len(pb)}")
     return float((pa == pb).float().mean())
@@ -580,17 +639,18 @@ class StitchResult:
 
 
 def evaluate_stitch(model: StitchedModel, receiver: nn.Module, x, y=None,
-                    x_receiver=None, batch_size: int = 128) -> StitchResult:
+                    x_receiver=None, task_slices=None, batch_size: int = 128) -> StitchResult:
     """Accuracy of ``model`` and of ``receiver`` on ``(x, y)``, and the stitching penalty.
 
     Without labels (``y=None``) the receiver's own top-1 predictions are the labels: the receiver
-    then scores 1 and the stitched score is the *agreement* with it.
+    then scores 1 and the stitched score is the *agreement* with it. ``task_slices``: see
+    :func:`train_stitch` (accuracies are then means over tasks).
     """
     xr = x if x_receiver is None else x_receiver
     if y is None:
-        y = predict(receiver, xr, batch_size).argmax(1)
-    acc_s = accuracy(model, x, y, batch_size)
-    acc_r = accuracy(receiver, xr, y, batch_size)
+        y = predicted_labels(receiver, xr, task_slices, batch_size)
+    acc_s = accuracy(model, x, y, task_slices, batch_size)
+    acc_r = accuracy(receiver, xr, y, task_slices, batch_size)
     return StitchResult(acc_s, acc_r, stitching_penalty(acc_s, acc_r))
 
 

@@ -118,8 +118,8 @@ def test_efficientnet_sequential_view_is_exact():
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
     seq = S.as_sequential(model)
     names = S.layer_names(model)
-    assert names[0] == "stem" and names[-3:] == ["conv_head", "pool", "classifier"]
-    assert names[1:-3] == [f"block{i}" for i in range(len(model.blocks))]
+    assert names[0] == "stem" and names[-3:] == ["head", "pool", "classifier"]
+    assert names[1:-3] == [f"stage{i + 1}" for i in range(len(model.blocks))]
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(seq(x), model(x), atol=1e-5)
@@ -128,7 +128,7 @@ def test_efficientnet_sequential_view_is_exact():
         module = model
 
     assert S.layer_names(Wrapper()) == names
-    bottom, _ = S.split(model, "block5")
+    bottom, _ = S.split(model, "stage6")
     assert S.feature_shape(bottom, x) == (192, 2, 2)
 
 
@@ -410,3 +410,37 @@ def test_retrieval_recall():
         S.retrieval_recall(g, g, k=31)
     with pytest.raises(ValueError, match="same shape"):
         S.retrieval_recall(g, g[:5])
+
+
+# ----------------------------------------------------------------------------------------------
+# Multi-task heads (zoo classifiers concatenate the logits of several tasks)
+# ----------------------------------------------------------------------------------------------
+def test_multitask_head_stitching(task):
+    slices = {"quadrant": slice(0, 4), "row": slice(4, 6)}
+    x_tr, x_te = task["x_train"], task["x_test"]
+    y_tr = torch.stack([task["y_train"], task["y_train"] // 2], dim=1)
+    y_te = torch.stack([task["y_test"], task["y_test"] // 2], dim=1)
+    torch.manual_seed(3)
+    net = tiny_cnn(30)
+    net.head = nn.Linear(32, 6)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(10):
+        for i in range(0, len(x_tr), 64):
+            loss = S._task_loss(net(x_tr[i:i + 64]), y_tr[i:i + 64], S._slices(slices))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    accs = S.task_accuracies(net, x_te, y_te, slices)
+    assert accs.shape == (2,) and accs.min() >= 0.9
+    assert S.accuracy(net, x_te, y_te, slices) == pytest.approx(accs.mean())
+    assert S.predicted_labels(net, x_te, slices).shape == (len(x_te), 2)
+    model = S.stitch(task["a"], net, "block1", example=x_tr[:4])
+    S.train_stitch(model, x_tr, y_tr, epochs=10, task_slices=slices)
+    res = S.evaluate_stitch(model, net, x_te, y_te, task_slices=slices)
+    assert res.stitched >= 0.99 * res.receiver
+    assert S.evaluate_stitch(model, net, x_te, task_slices=slices).receiver == 1.0
+    with pytest.raises(ValueError, match=r"\(n, 2\) for 2 task slices"):
+        S.train_stitch(model, x_tr, task["y_train"][:, None].repeat(1, 3), task_slices=slices)
+    with pytest.raises(ValueError, match="task_slices must be"):
+        S.accuracy(net, x_te, y_te, task_slices={"a": 3})

@@ -1,0 +1,224 @@
+"""Per-layer features of real encoders, batched and cached on disk.
+
+>>> from prhlib import data, features
+>>> images, captions = data.load_pairs("tuxpaint")          # the book's shared set: all 785 pairs
+>>> img = features.extract("efficientnet_lite0", images)     # 785 x 9 x 1280 (stages zero-padded)
+>>> txt = features.extract("minilm_l6", captions)            # 785 x 7 x 384
+>>> last = features.extract("minilm_l6", captions, layers="last")   # 785 x 1 x 384, from the same cache file
+
+Every layer is computed and cached once; ``layers`` only slices. The cache file is keyed by the model's
+weights identity, its pooling and layers, a content hash of the inputs (image pixels or caption strings)
+and the prhlib version, so chapters share features. Files are safetensors (no pickle), written
+atomically, with a checksum: a corrupt or partial file is detected and recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import __version__, config, models
+
+#: Bumped when the feature layout or pooling changes (invalidates every cache file).
+FORMAT_VERSION = 1
+
+log = logging.getLogger("prhlib.features")
+
+
+# ---------------------------------------------------------------------------------------------
+# hashing and cache files
+# ---------------------------------------------------------------------------------------------
+def input_hash(inputs: Sequence, modality: str) -> str:
+    """Content hash of a list of inputs: pixel bytes, size and mode of RGB images, or UTF-8 captions.
+
+    Parameters
+    ----------
+    inputs : list of RGB PIL images (``modality="image"``) or of str (``modality="text"``)
+
+    Returns
+    -------
+    str, 32 hex digits
+    """
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{modality}:{len(inputs)}".encode())
+    for item in inputs:
+        if modality == "image":
+            h.update(f"|{item.mode}{item.size}|".encode())
+            h.update(item.tobytes())
+        else:
+            b = item.encode("utf-8")
+            h.update(len(b).to_bytes(8, "little"))
+            h.update(b)
+    return h.hexdigest()
+
+
+def cache_key(encoder: models.Encoder, inputs_digest: str, n: int) -> dict:
+    """Everything the cached features depend on."""
+    return {
+        "model": encoder.cache_id,
+        "pooling": encoder.pooling,
+        "layers": list(encoder.layer_names),
+        "inputs": inputs_digest,
+        "n": int(n),
+        "prhlib": __version__,
+        "format": FORMAT_VERSION,
+    }
+
+
+def cache_path(key: dict) -> Path:
+    """File of the features with this key under ``config.cache_dir("features")``."""
+    digest = hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=10).hexdigest()
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(key["model"]))[:80]
+    return config.cache_dir("features") / f"{stem}_n{key['n']}_{digest}.safetensors"
+
+
+def _checksum(arr: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(arr).tobytes(), digest_size=16).hexdigest()
+
+
+def save(path: Path, feats: np.ndarray, key: dict, layer_dims: Sequence[int]) -> None:
+    """Write ``feats`` (n x L x d float32) atomically, with the key and a checksum in the header."""
+    from safetensors.numpy import save_file
+
+    feats = np.ascontiguousarray(feats, dtype=np.float32)
+    meta = {"key": json.dumps(key, sort_keys=True), "checksum": _checksum(feats),
+            "layer_dims": json.dumps([int(d) for d in layer_dims])}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({"features": feats}, tmp, metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load(path: Path, key: dict) -> tuple[np.ndarray, tuple[int, ...]] | None:
+    """Cached features and layer widths, or None when the file is missing, partial, corrupt or stale."""
+    from safetensors import safe_open
+
+    if not path.exists():
+        return None
+    try:
+        with safe_open(str(path), framework="np") as fh:
+            meta = fh.metadata() or {}
+            feats = fh.get_tensor("features")
+        ok = (json.loads(meta.get("key", "null")) == json.loads(json.dumps(key, sort_keys=True))
+              and meta.get("checksum") == _checksum(feats)
+              and feats.ndim == 3 and feats.shape[0] == key["n"] and feats.shape[1] == len(key["layers"]))
+        dims = tuple(json.loads(meta.get("layer_dims", "[]")))
+        ok = ok and len(dims) == feats.shape[1]
+    except Exception as err:  # noqa: BLE001 - any unreadable file is recomputed, never trusted
+        log.info("feature cache %s is unreadable (%s): recomputing", path.name, err)
+        return None
+    if not ok:
+        log.info("feature cache %s is stale or corrupt: recomputing", path.name)
+        return None
+    return feats, dims
+
+
+# ---------------------------------------------------------------------------------------------
+# layer selection
+# ---------------------------------------------------------------------------------------------
+def layer_indices(layers, layer_names: Sequence[str]) -> list[int]:
+    """Indices for ``layers``: ``"all"``, ``"last"``, an int, a layer name, or a list of ints/names."""
+    L = len(layer_names)
+    if isinstance(layers, str) and layers == "all":
+        return list(range(L))
+    if isinstance(layers, str) and layers == "last":
+        return [L - 1]
+    items = [layers] if isinstance(layers, (str, int, np.integer)) else list(layers)
+    if not items:
+        raise ValueError("layers is empty: pass 'all', 'last', an index, a name or a list of them")
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            if item not in layer_names:
+                raise ValueError(f"unknown layer {item!r}: this model's layers are {list(layer_names)}")
+            out.append(list(layer_names).index(item))
+        elif isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            if not -L <= item < L:
+                raise ValueError(f"layer index {item} is out of range for a model with {L} layers")
+            out.append(int(item) % L)
+        else:
+            raise ValueError(f"a layer must be an int or a name, got {item!r}")
+    return out
+
+
+def select(feats: np.ndarray, layers, layer_names: Sequence[str], layer_dims: Sequence[int]) -> np.ndarray:
+    """Slice layers out of n x L x d features, trimming zero-padding to the widest selected layer."""
+    idx = layer_indices(layers, layer_names)
+    width = max(layer_dims[i] for i in idx)
+    return np.ascontiguousarray(feats[:, idx, :width])
+
+
+# ---------------------------------------------------------------------------------------------
+# the public entry point
+# ---------------------------------------------------------------------------------------------
+def extract(model, inputs, layers="all", batch_size: int | None = None, cache: bool = True) -> np.ndarray:
+    """Features of ``inputs`` through every requested layer of ``model``.
+
+    Parameters
+    ----------
+    model : str (a name from :func:`prhlib.models.available`) or :class:`prhlib.models.Encoder`
+    inputs : list of n PIL images / H x W x 3 uint8 arrays (image models) or n str (text models)
+    layers : ``"all"``, ``"last"``, an int, a layer name, or a list of them
+    batch_size : int, optional (the encoder's default otherwise)
+    cache : read and write the on-disk cache (encoders without a ``cache_id`` are never cached)
+
+    Returns
+    -------
+    np.ndarray, n x L x d, float32. Pooling: CLS token per block (ViTs), mean over non-padding
+    tokens per hidden state (text transformers), global average pool per stage (CNNs, narrower
+    stages zero-padded to the widest selected one), ``L = 1`` for static embedders.
+
+    Raises
+    ------
+    ValueError
+        for an unknown model or layer, inputs of the wrong modality, an empty input list.
+    """
+    enc = models.get(model)
+    items = enc.validate(inputs)
+    use_cache = bool(cache) and enc.cache_id is not None
+    if use_cache:
+        key = cache_key(enc, input_hash(items, enc.modality), len(items))
+        path = cache_path(key)
+        hit = load(path, key)
+        if hit is not None:
+            feats, dims = hit
+            return select(feats, layers, enc.layer_names, dims)
+    layer_indices(layers, enc.layer_names)  # fail on a bad layer request before the expensive part
+    feats = enc.embed(items, batch_size=batch_size)
+    dims = enc.layer_dims
+    if use_cache:
+        save(path, feats, key, dims)
+    return select(feats, layers, enc.layer_names, dims)
+
+
+def clear_cache(model: str | None = None) -> int:
+    """Delete cached feature files (of one model's ``cache_id``, or all); returns how many were removed."""
+    folder = config.cache_dir("features")
+    prefix = None
+    if model is not None:
+        enc = models.get(model)
+        prefix = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(enc.cache_id))[:80] + "_n"
+    removed = 0
+    for f in folder.glob("*.safetensors"):
+        if prefix is None or f.name.startswith(prefix):
+            f.unlink()
+            removed += 1
+    return removed

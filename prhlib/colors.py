@@ -501,6 +501,55 @@ def nearest_bins(rgb, image_colors: ImageColors) -> np.ndarray:
     return d.argmin(axis=1)
 
 
+def nearest_palette(colors, palette_lab, chunk: int = 65536) -> np.ndarray:
+    """Index of the nearest palette colour (CIE76 distance in CIELAB) for each uint8 RGB colour.
+
+    Parameters
+    ----------
+    colors : uint8 array, shape (m, 3)
+    palette_lab : array_like, shape (p, 3)
+
+    Returns
+    -------
+    int array, shape (m,)
+    """
+    colors = np.asarray(colors)
+    if colors.ndim != 2 or colors.shape[1] != 3 or colors.dtype != np.uint8:
+        raise ValueError(f"expected uint8 RGB colours of shape (m, 3), got {colors.dtype} {colors.shape}")
+    palette_lab = _check_lab(palette_lab)
+    # Convert each distinct colour once (photos repeat colours a lot).
+    uniq, inverse = np.unique(colors, axis=0, return_inverse=True)
+    lab = to_lab(uniq / 255.0)
+    best = np.empty(len(uniq), dtype=np.int64)
+    for s in range(0, len(uniq), chunk):
+        d = ((lab[s:s + chunk, None, :] - palette_lab[None, :, :]) ** 2).sum(-1)
+        best[s:s + chunk] = d.argmin(axis=1)
+    return best[np.ravel(inverse)]
+
+
+def palette_cooccurrence(images, palette: ColorSet, n_pairs: int = 300_000, radius: int = 4,
+                         smoothing: float = 1.0, seed: int = 0) -> ImageColors:
+    """Image co-occurrence of *named* colours: each pixel takes the name of its nearest palette colour.
+
+    The same recipe as :func:`image_cooccurrence` (pixel pairs within ``radius``, joint counts, PMI,
+    ``-PMI + max(PMI)``) with the RGB grid replaced by a palette, so that the image geometry covers
+    exactly the colours the language models see as words. Rows follow ``palette.names``; ``bins`` holds
+    the palette index and ``rgb``/``lab`` the palette's own colours.
+    """
+    n = len(palette)
+    if n < 2:
+        raise ValueError("the palette needs at least two colours")
+    col_a, col_b = sample_pixel_pairs(images, n_pairs=n_pairs, radius=radius, seed=seed)
+    both = nearest_palette(np.concatenate([col_a, col_b]), palette.lab)
+    lab_a, lab_b = both[:n_pairs], both[n_pairs:]
+    counts = cooccurrence(lab_a, lab_b, n)
+    freq = np.bincount(both, minlength=n) / (2.0 * n_pairs)
+    p = pmi(counts, smoothing=smoothing)
+    params = dict(palette=palette.source, n_pairs=n_pairs, radius=radius, smoothing=smoothing, seed=seed,
+                  pairs_kept=n_pairs)
+    return ImageColors(np.arange(n), palette.rgb, palette.lab, freq, counts, p, pmi_dissimilarity(p), params)
+
+
 # --------------------------------------------------------------------------------------------------
 # Offline image collections
 # --------------------------------------------------------------------------------------------------
@@ -522,6 +571,33 @@ def skimage_photos() -> list:
         photos.append(img[0] if isinstance(img, tuple) else img)
     photos.extend(load_sample_images().images)
     return photos
+
+
+def tuxpaint_stamps(n: int | None = None, seed: int = 0) -> list:
+    """Tux Paint's stamps (Debian ``tuxpaint-stamps-default``) as ``H x W x 4`` uint8 RGBA arrays.
+
+    Unlike :func:`prhlib.data.load_pairs`, which composites stamps on white for the vision models, the
+    alpha channel is kept so that pixel pairs can skip the transparent background. Every PNG under
+    :data:`prhlib.data.TUXPAINT_DIR` in sorted path order; ``n`` of them drawn with ``seed`` if given.
+    """
+    from PIL import Image
+
+    from . import data
+
+    root = data.TUXPAINT_DIR
+    files = sorted(root.rglob("*.png")) if root.exists() else []
+    if not files:
+        raise ValueError(f"no stamps under {root}: the Debian package 'tuxpaint-stamps-default' is missing. "
+                         "Install it with: sudo apt-get install -y tuxpaint-stamps-default")
+    if n is not None:
+        if not 1 <= n <= len(files):
+            raise ValueError(f"n must be in 1..{len(files)}, got {n}")
+        files = [files[i] for i in np.sort(np.random.default_rng(seed).choice(len(files), n, replace=False))]
+    stamps = []
+    for f in files:
+        with Image.open(f) as im:
+            stamps.append(np.asarray(im.convert("RGBA")))
+    return stamps
 
 
 def cifar10_images(n: int = 50_000, seed: int = 0) -> list:
@@ -561,19 +637,57 @@ def average_templates(features, n_templates: int = len(TEMPLATES)) -> np.ndarray
     return features.reshape(features.shape[0] // n_templates, n_templates, *features.shape[1:]).mean(axis=1)
 
 
-def word_embeddings(model_name: str, words, layers="last", templates=TEMPLATES) -> np.ndarray:
-    """Embeddings of colour words: each word in each template, through ``features.extract``, averaged.
+#: The paper's two language models for the colour figure (full profile; Hugging Face ids).
+PAPER_LANGUAGE_MODELS = {
+    "simcse_roberta_large": "princeton-nlp/sup-simcse-roberta-large",
+    "roberta_large": "FacebookAI/roberta-large",
+}
+
+
+def language_encoder(name: str):
+    """An encoder for colour words: a registered :mod:`prhlib.models` name, or one of
+    :data:`PAPER_LANGUAGE_MODELS` (full profile only: they download from the Hugging Face hub)."""
+    from . import config, models
+
+    if name in PAPER_LANGUAGE_MODELS:
+        if not config.is_full():
+            raise ValueError(f"{name!r} downloads from the Hugging Face hub: it needs the full profile "
+                             "(PRH_PROFILE=full); the small profile has glove50, wordllama, minilm_l3_onnx, "
+                             "minilm_l6")
+        repo = PAPER_LANGUAGE_MODELS[name]
+        return models.HFText.from_pretrained(name, repo, causal=False, cache_id=repo,
+                                             info={"source": f"Hugging Face {repo}"})
+    return models.get(name)
+
+
+def paper_layers(n_layers: int) -> list:
+    """The paper's layer choice for a text model: the last four hidden states, concatenated
+    (all of them when the model has fewer than four, e.g. one for static embeddings)."""
+    return list(range(max(0, n_layers - 4), n_layers))
+
+
+def word_embeddings(model, words, layers="paper", templates=TEMPLATES) -> np.ndarray:
+    """Embeddings of colour words: each word in each template, through ``features.extract``, averaged
+    over templates, the requested layers concatenated.
+
+    Parameters
+    ----------
+    model : str or :class:`prhlib.models.Encoder` (see :func:`language_encoder`)
+    words : sequence of n str
+    layers : ``"paper"`` (:func:`paper_layers`), or anything ``features.extract`` accepts
 
     Returns
     -------
-    ndarray, shape (n_words, L, d)
-        One row per word, one entry per requested layer (``L = 1`` for ``layers="last"``).
+    ndarray, shape (n, L * d)
     """
-    from . import features
+    from . import features, models
 
+    enc = models.get(model) if isinstance(model, str) else model
+    if isinstance(layers, str) and layers == "paper":
+        layers = paper_layers(len(enc.layer_names))
     sentences = template_sentences(words, templates)
-    feats = features.extract(model_name, sentences, layers=layers)
-    return average_templates(feats, len(templates))
+    feats = average_templates(features.extract(enc, sentences, layers=layers), len(templates))
+    return feats.reshape(feats.shape[0], -1)
 
 
 def euclidean_distances(x) -> np.ndarray:
@@ -762,8 +876,8 @@ def _upper(d: np.ndarray) -> np.ndarray:
     return d[np.triu_indices(d.shape[0], 1)]
 
 
-def rsa(d_a, d_b, method: str = "spearman", permutations: int = 1000, alpha: float = 0.05,
-        seed: int = 0) -> RSAResult:
+def rsa_test(d_a, d_b, method: str = "spearman", permutations: int = 1000, alpha: float = 0.05,
+             seed: int = 0) -> RSAResult:
     """RSA between two ``n x n`` dissimilarity matrices over the same colours, with a Mantel null.
 
     The score is Spearman's rho or Kendall's tau-b (scipy) between the ``n(n-1)/2`` off-diagonal
@@ -773,7 +887,7 @@ def rsa(d_a, d_b, method: str = "spearman", permutations: int = 1000, alpha: flo
     distance and Abdou et al.'s similarity ``exp(-0.001 dE^2)`` give the same score.
 
     This works on dissimilarity matrices (the image side has no features, only PMI), which is why it
-    lives here rather than in :mod:`prhlib.metrics`.
+    lives here; :func:`prhlib.metrics.rsa` computes the same score from two feature matrices.
     """
     from scipy import stats
 
@@ -814,3 +928,60 @@ def rsa(d_a, d_b, method: str = "spearman", permutations: int = 1000, alpha: flo
     pool = np.sort(np.append(null, score))
     threshold = float(pool[math.ceil((1 - alpha) * (permutations + 1)) - 1])
     return RSAResult(score, float(p_value), threshold, null, method, n)
+
+
+@dataclass(frozen=True)
+class SeparationResult:
+    """Between-group over within-group mean dissimilarity, with a shuffled-label null.
+
+    ``score > 1``: the two groups sit apart; ``p_value = (1 + #{null >= score}) / (K + 1)``.
+    """
+
+    score: float
+    p_value: float
+    threshold: float
+    null: np.ndarray
+    groups: tuple
+    sizes: tuple
+
+
+def _separation(d: np.ndarray, in_a: np.ndarray) -> float:
+    same = in_a[:, None] == in_a[None, :]
+    off = ~np.eye(len(in_a), dtype=bool)
+    return float(d[~same].mean() / d[same & off].mean())
+
+
+def group_separation(d, labels, groups=("warm", "cool"), permutations: int = 1000, alpha: float = 0.05,
+                     seed: int = 0) -> SeparationResult:
+    """Do two groups of colours (e.g. warm and cool) sit apart in a dissimilarity matrix?
+
+    Only the colours labelled ``groups[0]`` or ``groups[1]`` take part. The score is the mean
+    dissimilarity between the groups divided by the mean dissimilarity within them; the null shuffles
+    the labels among those colours (group sizes fixed).
+
+    Parameters
+    ----------
+    d : array_like, shape (n, n)
+    labels : sequence of n labels (e.g. from :func:`warm_cool`)
+    """
+    d = _check_dissimilarity(d)
+    labels = np.asarray(labels)
+    if labels.shape != (d.shape[0],):
+        raise ValueError(f"need one label per row of d: {labels.shape} vs {d.shape[0]} rows")
+    a, b = groups
+    keep = np.flatnonzero((labels == a) | (labels == b))
+    sizes = (int((labels == a).sum()), int((labels == b).sum()))
+    if min(sizes) < 2:
+        raise ValueError(f"each group needs at least two colours, got {dict(zip(groups, sizes))}")
+    sub = d[np.ix_(keep, keep)]
+    in_a = labels[keep] == a
+    same_group = (in_a[:, None] == in_a[None, :]) & ~np.eye(len(keep), dtype=bool)
+    if sub[same_group].max() == 0:
+        raise ValueError("all within-group dissimilarities are zero: the ratio is undefined")
+    rng = np.random.default_rng(seed)
+    score = _separation(sub, in_a)
+    null = np.array([_separation(sub, rng.permutation(in_a)) for _ in range(permutations)])
+    p_value = (1.0 + (null >= score).sum()) / (permutations + 1.0)
+    pool = np.sort(np.append(null, score))
+    threshold = float(pool[math.ceil((1 - alpha) * (permutations + 1)) - 1])
+    return SeparationResult(score, float(p_value), threshold, null, tuple(groups), sizes)

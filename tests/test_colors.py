@@ -227,7 +227,7 @@ def test_dissimilarity_validation():
     with pytest.raises(ValueError, match="zero diagonal"):
         C.classical_mds(np.ones((3, 3)))
     with pytest.raises(ValueError, match="NaN"):
-        C.rsa(np.full((3, 3), np.nan), np.zeros((3, 3)))
+        C.rsa_test(np.full((3, 3), np.nan), np.zeros((3, 3)))
 
 
 # --- RSA ------------------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def test_dissimilarity_validation():
 def test_rsa_of_a_matrix_with_itself_is_one_and_significant():
     lab = C.named_colors("lindsey_brown").lab
     d = C.lab_distances(lab)
-    res = C.rsa(d, np.sqrt(d), permutations=199)  # a monotone transform: same ranks
+    res = C.rsa_test(d, np.sqrt(d), permutations=199)  # a monotone transform: same ranks
     assert res.score == pytest.approx(1.0)
     assert res.p_value == pytest.approx(1 / 200)
     assert res.threshold < 0.5
@@ -246,7 +246,7 @@ def test_rsa_of_unrelated_matrices_is_not_significant():
     a = C.euclidean_distances(rng.normal(size=(20, 3)))
     b = C.euclidean_distances(rng.normal(size=(20, 3)))
     for method in ("spearman", "kendall"):
-        res = C.rsa(a, b, method=method, permutations=199, seed=1)
+        res = C.rsa_test(a, b, method=method, permutations=199, seed=1)
         assert res.p_value > 0.05
         assert abs(res.null_mean) < 0.05
 
@@ -257,7 +257,7 @@ def test_fast_spearman_null_equals_scipy(seed):
     rng = np.random.default_rng(seed)
     a = C.euclidean_distances(rng.normal(size=(9, 2)))
     b = np.round(C.euclidean_distances(rng.normal(size=(9, 2))), 1)  # ties on purpose
-    res = C.rsa(a, b, permutations=5, seed=seed)
+    res = C.rsa_test(a, b, permutations=5, seed=seed)
     iu = np.triu_indices(9, 1)
     assert res.score == pytest.approx(stats.spearmanr(a[iu], b[iu]).statistic, abs=1e-12)
     perm_rng = np.random.default_rng(seed)
@@ -272,16 +272,16 @@ def test_rsa_kendall_matches_scipy_and_is_deterministic():
     x = rng.normal(size=(15, 3))
     a = C.euclidean_distances(x)
     b = C.euclidean_distances(x + 0.5 * rng.normal(size=x.shape))
-    r1 = C.rsa(a, b, method="kendall", permutations=99, seed=2)
-    r2 = C.rsa(a, b, method="kendall", permutations=99, seed=2)
+    r1 = C.rsa_test(a, b, method="kendall", permutations=99, seed=2)
+    r2 = C.rsa_test(a, b, method="kendall", permutations=99, seed=2)
     iu = np.triu_indices(15, 1)
     assert r1.score == pytest.approx(stats.kendalltau(a[iu], b[iu]).statistic)
     np.testing.assert_array_equal(r1.null, r2.null)
     assert r1.p_value == pytest.approx(0.01)
     with pytest.raises(ValueError, match="method"):
-        C.rsa(a, b, method="pearson")
+        C.rsa_test(a, b, method="pearson")
     with pytest.raises(ValueError, match="different numbers"):
-        C.rsa(a, b[:5, :5])
+        C.rsa_test(a, b[:5, :5])
 
 
 # --- language templates ---------------------------------------------------------------------------
@@ -298,3 +298,72 @@ def test_templates_are_word_major_and_average_back():
         C.average_templates(np.zeros((5, 4)))
     with pytest.raises(ValueError, match="non-empty"):
         C.template_sentences(["red", ""])
+
+
+def test_word_embeddings_average_templates_of_a_static_model():
+    from prhlib import features
+
+    words = ["red", "teal", "maroon"]
+    emb = C.word_embeddings("glove50", words)
+    assert emb.shape == (3, 50)
+    direct = features.extract("glove50", C.template_sentences(words), layers="all")[:, 0]
+    np.testing.assert_allclose(emb, direct.reshape(3, 3, 50).mean(1), rtol=1e-6)
+
+
+def test_paper_layers_and_full_profile_models():
+    assert C.paper_layers(7) == [3, 4, 5, 6] and C.paper_layers(1) == [0]
+    with pytest.raises(ValueError, match="full profile"):
+        C.language_encoder("roberta_large")
+
+
+def test_rsa_test_agrees_with_metrics_rsa_on_features():
+    metrics = pytest.importorskip("prhlib.metrics")
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(12, 5)), rng.normal(size=(12, 7))
+    for method in ("spearman", "kendall"):
+        ours = C.rsa_test(C.euclidean_distances(x), C.euclidean_distances(y), method=method, permutations=9).score
+        assert ours == pytest.approx(metrics.rsa(x, y, method=method), abs=1e-6)
+
+
+# --- palette co-occurrence, stamps, warm/cool separation -------------------------------------------
+
+def test_nearest_palette_and_palette_cooccurrence():
+    pal = C.named_colors("basic")
+    own = np.round(pal.rgb * 255).astype(np.uint8)
+    np.testing.assert_array_equal(C.nearest_palette(own, pal.lab), np.arange(11))
+    # Image: left half xkcd red, right half xkcd blue; a few pixels off-palette but near red.
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[:, :20] = own[pal.names.index("red")]
+    img[:, 20:] = own[pal.names.index("blue")]
+    img[0, 0] = (230, 10, 10)
+    res = C.palette_cooccurrence([img], pal, n_pairs=20_000, smoothing=1.0)
+    red, blue = pal.names.index("red"), pal.names.index("blue")
+    assert res.frequency[red] == pytest.approx(0.5, abs=0.03) and res.frequency[blue] == pytest.approx(0.5, abs=0.03)
+    assert res.frequency.sum() == pytest.approx(1.0)
+    assert res.pmi[red, red] > 0 > res.pmi[red, blue]
+    assert res.dissimilarity.shape == (11, 11)
+
+
+def test_tuxpaint_stamps_keep_their_alpha_channel():
+    stamps = C.tuxpaint_stamps(n=3, seed=0)
+    assert len(stamps) == 3
+    for s in stamps:
+        assert s.dtype == np.uint8 and s.ndim == 3 and s.shape[2] == 4
+    assert any((s[..., 3] == 0).any() for s in stamps)  # transparent background present
+    with pytest.raises(ValueError, match="n must be"):
+        C.tuxpaint_stamps(n=0)
+
+
+def test_group_separation_detects_separated_groups_only():
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([rng.normal(size=(8, 3)), rng.normal(size=(8, 3)) + 6.0])
+    labels = np.array(["warm"] * 8 + ["cool"] * 8)
+    d = C.euclidean_distances(pts)
+    res = C.group_separation(d, labels, permutations=199)
+    assert res.score > 2 and res.p_value == pytest.approx(1 / 200) and res.sizes == (8, 8)
+    mixed = C.group_separation(d, rng.permutation(labels), permutations=199, seed=1)
+    assert mixed.p_value > 0.05
+    with pytest.raises(ValueError, match="at least two"):
+        C.group_separation(d, np.array(["warm"] + ["cool"] * 15))
+    with pytest.raises(ValueError, match="one label per row"):
+        C.group_separation(d, labels[:5])

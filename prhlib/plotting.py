@@ -55,3 +55,19 @@ def annotated_heatmap(matrix, row_labels, col_labels, ax=None, fmt=".2f", cmap="
     ax.tick_params(axis="x", rotation=30)
     ax.tick_params(axis="y", rotation=0)
     return ax
+
+
+def plotly_html(fig, height: int = 560, div_id: str | None = None):
+    """Show a plotly figure as self-contained HTML that renders on the website, in Colab and in Jupyter.
+
+    The page loads plotly.js from its CDN through a plain ``<script>`` tag, so the built site needs no
+    ``require.js`` (plotly's default notebook renderer does) and nothing in ``_config.yml``. A fixed
+    pixel ``height`` is set because the website gives the output area no height of its own, and a
+    fixed ``div_id`` keeps the output identical between executions.
+    """
+    from IPython.display import HTML
+
+    fig.update_layout(height=height, autosize=True)
+    html = fig.to_html(include_plotlyjs="cdn", full_html=False, div_id=div_id,
+                       default_height=f"{height}px", default_width="100%", config={"responsive": True})
+    return HTML(html)

@@ -147,15 +147,20 @@ def progress(iterable=None, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
-def setup(profile: str | None = None, seed: int = DEFAULT_SEED, quiet: bool = False) -> dict:
+def info() -> dict:
+    """The facts :func:`setup` prints: prhlib version, profile, seed and device."""
+    from . import __version__
+
+    return {"prhlib": __version__, "profile": profile(), "seed": _state["seed"], "device": device()}
+
+
+def setup(profile: str | None = None, seed: int = DEFAULT_SEED, quiet: bool = False) -> None:
     """Call once at the top of every chapter.
 
     Sets the profile (``None`` keeps ``$PRH_PROFILE`` or ``"small"``), seeds every RNG, applies the
     book's plot style and prints one line: which profile ran, with which seed, on which device.
-    Returns the same facts as a dict.
+    :func:`info` returns the same facts as a dict.
     """
-    from . import __version__
-
     if profile is not None:
         set_profile(profile)
     else:
@@ -173,7 +178,6 @@ def setup(profile: str | None = None, seed: int = DEFAULT_SEED, quiet: bool = Fa
         plotting.use_style()
     except ImportError:  # pragma: no cover
         pass
-    info = {"prhlib": __version__, "profile": _state["profile"], "seed": _state["seed"], "device": device()}
     if not quiet:
-        print(f"prhlib {info['prhlib']} | profile: {info['profile']} | seed: {info['seed']} | device: {info['device']}")
-    return info
+        facts = info()
+        print(f"prhlib {facts['prhlib']} | profile: {facts['profile']} | seed: {facts['seed']} | device: {facts['device']}")

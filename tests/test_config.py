@@ -61,10 +61,11 @@ def test_full_profile_unreachable_host_fails_fast(monkeypatch):
 def test_setup_prints_profile_and_seed(capsys, monkeypatch):
     monkeypatch.delenv("PRH_PROFILE", raising=False)
     config._state["profile"] = None
-    info = config.setup(seed=7)
+    assert config.setup(seed=7) is None  # nothing to echo as a notebook cell's value
     out = capsys.readouterr().out
     assert "profile: small" in out and "seed: 7" in out
-    assert info["seed"] == 7 and info["profile"] == "small"
+    facts = config.info()
+    assert facts["seed"] == 7 and facts["profile"] == "small"
 
 
 def test_seed_everything_makes_numpy_and_torch_repeatable():

@@ -51,7 +51,9 @@ PRINT_CSS = """
   html {{ font-size: 90%; }}
   .prev-next-footer, .prev-next-area, .bd-footer, .bd-footer-content, .headerlink, .toggle-button,
   .header-article, .bd-header-article, #pst-back-to-top, .bd-sidebar-secondary {{ display: none !important; }}
-  img, figure, .cell_output, table, pre {{ break-inside: avoid; }}
+  pre, pre code {{ white-space: pre-wrap !important; overflow-wrap: anywhere; }}
+  .highlight, div.cell_input, div.cell_output {{ overflow: visible !important; }}
+  img, figure, .cell_output, table {{ break-inside: avoid; }}
   h1, h2, h3 {{ break-after: avoid; }}
 }}
 """

@@ -141,7 +141,12 @@ def layer_indices(layers, layer_names: Sequence[str]) -> list[int]:
         return list(range(L))
     if isinstance(layers, str) and layers == "last":
         return [L - 1]
-    items = [layers] if isinstance(layers, (str, int, np.integer)) else list(layers)
+    if isinstance(layers, (str, int, np.integer)):
+        items = [layers]
+    elif isinstance(layers, (list, tuple, np.ndarray, range)):
+        items = list(layers)
+    else:
+        raise ValueError(f"layers must be 'all', 'last', an index, a name or a list of them, got {layers!r}")
     if not items:
         raise ValueError("layers is empty: pass 'all', 'last', an index, a name or a list of them")
     out = []
@@ -207,6 +212,33 @@ def extract(model, inputs, layers="all", batch_size: int | None = None, cache: b
     if use_cache:
         save(path, feats, key, dims)
     return select(feats, layers, enc.layer_names, dims)
+
+
+def extract_list(model, inputs, layers="all", batch_size: int | None = None, cache: bool = True) -> list[np.ndarray]:
+    """Like :func:`extract`, but one n x d_l array per layer at its true width (no zero-padding).
+
+    Use it for models whose layers differ in width (CNN stages): :func:`prhlib.metrics.prepare` then
+    takes its clamp quantile over real values only. Same cache as :func:`extract`.
+
+    Returns
+    -------
+    list of L np.ndarray, each n x d_l, float32
+    """
+    enc = models.get(model)
+    feats = extract(enc, inputs, layers="all", batch_size=batch_size, cache=cache)
+    dims = layer_widths(enc, feats)
+    return [np.ascontiguousarray(feats[:, i, : dims[i]]) for i in layer_indices(layers, enc.layer_names)]
+
+
+def layer_widths(model, feats: np.ndarray) -> tuple[int, ...]:
+    """True width of each layer of ``model`` for features returned by ``extract(model, ..., layers="all")``.
+
+    For encoders whose width depends on the inputs (TF-IDF), the width is the feature array's.
+    """
+    enc = models.get(model)
+    if len(enc.layer_dims) == 1:
+        return (feats.shape[2],)
+    return enc.layer_dims
 
 
 def clear_cache(model: str | None = None) -> int:

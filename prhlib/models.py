@@ -303,12 +303,19 @@ class TimmCNN(_TimmImageMixin, Encoder):
             module = timm.create_model(arch, pretrained=False)
         if state_dict is not None:
             module.load_state_dict(_match_by_position(module.state_dict(), state_dict))
-        module.eval().to(config.device())
+        # channels-last memory is ~2x faster for depthwise convolutions on CPU (same maths)
+        module.eval().to(config.device(), memory_format=torch.channels_last)
         names = ["stem"] + [f"stage{i + 1}" for i in range(len(module.blocks))] + ["head"]
         dims = [module.bn1.num_features] + [_stage_width(b) for b in module.blocks] + [module.num_features]
         info = {"params": _param_count(module), "arch": arch, **(info or {})}
         super().__init__(name, names, dims, module=module, cache_id=cache_id, info=info)
         self._make_transform()
+
+    def preprocess(self, images):
+        """PIL images (or uint8 arrays) -> float tensor b x 3 x H x W (channels-last), timm's eval transform."""
+        import torch
+
+        return super().preprocess(images).contiguous(memory_format=torch.channels_last)
 
     def _forward_layers(self, x):
         m = self.module
@@ -543,10 +550,23 @@ class HFText(Encoder):
         return cls(name, model, tok, causal=causal, cache_id=cache_id, info=info)
 
     def tokenize(self, texts: list[str]) -> dict:
-        """Padded token ids and attention mask (left padding for causal LMs), on the model's device."""
+        """Padded token ids and attention mask (left padding for causal LMs), on the model's device.
+
+        For causal LMs that take ``position_ids``, positions count real tokens only
+        (``cumsum(mask) - 1``), so a left-padded text sees the same positions as when it is alone.
+        """
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
                              return_tensors="pt")
-        return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        out = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        if self.causal and self._takes_position_ids:
+            out["position_ids"] = (out["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+        return out
+
+    @functools.cached_property
+    def _takes_position_ids(self) -> bool:
+        import inspect
+
+        return "position_ids" in inspect.signature(self.module.forward).parameters
 
     def _embed_batch(self, batch):
         enc = self.tokenize(batch)
@@ -568,7 +588,7 @@ class HFText(Encoder):
         with _no_grad():
             for s in range(0, len(texts), batch_size):
                 enc = self.tokenize(texts[s : s + batch_size])
-                logits = self.module(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.float()
+                logits = self.module(**enc).logits.float()
                 target = enc["input_ids"][:, 1:]
                 mask = (enc["attention_mask"][:, 1:] * enc["attention_mask"][:, :-1]).float()
                 logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)

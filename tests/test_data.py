@@ -1,0 +1,135 @@
+"""prhlib.data: real image--caption pairs from Debian packages, the toy world, and the full-profile guard."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from prhlib import config, data
+
+
+@pytest.fixture(autouse=True)
+def small_profile(monkeypatch):
+    monkeypatch.setenv("PRH_PROFILE", "small")
+    monkeypatch.setitem(config._state, "profile", None)
+
+
+@pytest.fixture
+def clear_caches():
+    data._tuxpaint_records.cache_clear()
+    data._emoji_codepoints.cache_clear()
+    yield
+    data._tuxpaint_records.cache_clear()
+    data._emoji_codepoints.cache_clear()
+
+
+def test_tuxpaint_has_785_captioned_stamps_in_a_fixed_order():
+    images, captions = data.load_pairs("tuxpaint")
+    assert len(images) == len(captions) == 785 == data.size("tuxpaint")
+    assert all(isinstance(im, Image.Image) and im.mode == "RGB" for im in images)
+    assert all(isinstance(c, str) and c.strip() == c and c for c in captions)
+    assert captions[:3] == ["A frog.", "A frog.", "An Adelaide Rosella."]  # sorted path order
+    labels = data.load_labels("tuxpaint")
+    assert len(labels) == 785 and len(set(labels)) == 16 and labels[0] == "animals"
+
+
+def test_tuxpaint_transparency_is_composited_on_white():
+    images, _ = data.load_pairs("tuxpaint", n=20, seed=1)
+    corners = np.array([np.asarray(im)[0, 0] for im in images])
+    assert (corners == 255).all(axis=1).mean() > 0.8  # stamps sit on a transparent background
+
+
+def test_subsets_are_seeded_sorted_and_aligned():
+    _, all_caps = data.load_pairs("tuxpaint")
+    _, caps = data.load_pairs("tuxpaint", n=25, seed=3)
+    _, again = data.load_pairs("tuxpaint", n=25, seed=3)
+    _, other = data.load_pairs("tuxpaint", n=25, seed=4)
+    assert caps == again and caps != other
+    idx = data._subset_indices(785, 25, 3)
+    assert caps == [all_caps[i] for i in idx]
+    labels = data.load_labels("tuxpaint", n=25, seed=3)
+    assert labels == [data.load_labels("tuxpaint")[i] for i in idx]
+
+
+@settings(max_examples=60, deadline=None)
+@given(total=st.integers(1, 3000), frac=st.floats(0, 1), seed=st.integers(0, 2**31))
+def test_subset_indices_property(total, frac, seed):
+    n = max(1, int(frac * total))
+    idx = data._subset_indices(total, n, seed)
+    assert len(idx) == n == len(set(idx.tolist()))
+    assert (np.diff(idx) > 0).all() and idx.min() >= 0 and idx.max() < total
+    np.testing.assert_array_equal(idx, data._subset_indices(total, n, seed))
+
+
+@pytest.mark.parametrize("n", [0, -1, 786, 2.5, True])
+def test_bad_n_is_rejected(n):
+    with pytest.raises(ValueError, match="n"):
+        data.load_pairs("tuxpaint", n=n)
+
+
+def test_emoji_pairs_are_rendered_and_named_by_unicode():
+    images, captions = data.load_pairs("emoji", n=30, seed=0)
+    assert data.size("emoji") > 1300
+    assert all(im.mode == "RGB" and min(im.size) >= 20 for im in images)
+    names = {unicodedata.name(chr(cp)).lower() for cp in data._emoji_codepoints(str(data.EMOJI_FONT))}
+    assert set(captions) <= names
+    assert all(np.asarray(im).std() > 10 for im in images)  # a picture, not a blank tile
+    labels = data.load_labels("emoji", n=30, seed=0)
+    assert len(labels) == 30 and "emoticons" in data.load_labels("emoji")
+
+
+def test_render_emoji_draws_in_colour():
+    im = np.asarray(data.render_emoji("\N{RED APPLE}")).astype(int)
+    red = (im[..., 0] > 150) & (im[..., 1] < 100) & (im[..., 2] < 100)
+    assert red.mean() > 0.2
+
+
+def test_to_rgb_handles_alpha_arrays_and_rejects_junk():
+    rgba = np.zeros((4, 4, 4), np.uint8)  # fully transparent black
+    assert (np.asarray(data.to_rgb(rgba)) == 255).all()
+    opaque = np.zeros((4, 4, 4), np.uint8)
+    opaque[..., 3] = 255
+    assert (np.asarray(data.to_rgb(opaque)) == 0).all()
+    with pytest.raises(ValueError, match="uint8"):
+        data.to_rgb(np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="H x W"):
+        data.to_rgb(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="PIL"):
+        data.to_rgb("cat.png")
+
+
+def test_missing_debian_packages_give_the_apt_get_command(monkeypatch, tmp_path, clear_caches):
+    monkeypatch.setattr(data, "TUXPAINT_DIR", tmp_path / "no-stamps")
+    with pytest.raises(ValueError, match="apt-get install -y tuxpaint-stamps-default"):
+        data.load_pairs("tuxpaint")
+    monkeypatch.setattr(data, "EMOJI_FONT", tmp_path / "NoEmoji.ttf")
+    with pytest.raises(ValueError, match="apt-get install -y fonts-noto-color-emoji"):
+        data.load_pairs("emoji")
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setattr(data, "TUXPAINT_DIR", tmp_path / "empty")
+    with pytest.raises(ValueError, match="incomplete"):
+        data.load_pairs("tuxpaint")
+
+
+def test_world_pairs_come_from_the_toy_world():
+    from prhlib import world
+
+    images, captions = data.load_pairs("world", n=6, seed=2)
+    ref = world.sample(6, seed=2)
+    assert captions == list(ref.captions)
+    np.testing.assert_array_equal(np.asarray(images[0]), np.asarray(ref.images[0]))
+    assert all(im.mode == "RGB" for im in images)
+
+
+def test_wit_needs_the_full_profile_and_names_are_checked():
+    with pytest.raises(ValueError, match="full profile"):
+        data.load_pairs("wit_1024")
+    with pytest.raises(ValueError, match="unknown data set"):
+        data.load_pairs("imagenet")
+    with pytest.raises(ValueError, match="no category labels"):
+        data.load_labels("world")

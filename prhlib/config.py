@@ -147,6 +147,18 @@ def progress(iterable=None, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
+def _inline_figures_in_kernels() -> None:
+    """In a Jupyter kernel started with MPLBACKEND=Agg, switch to the inline backend (else figures vanish)."""
+    import sys
+
+    if "ipykernel" not in sys.modules:
+        return
+    import matplotlib
+
+    if matplotlib.get_backend().lower() == "agg":
+        matplotlib.use("module://matplotlib_inline.backend_inline")
+
+
 def info() -> dict:
     """The facts :func:`setup` prints: prhlib version, profile, seed and device."""
     from . import __version__
@@ -172,6 +184,7 @@ def setup(profile: str | None = None, seed: int = DEFAULT_SEED, quiet: bool = Fa
         torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     except ImportError:  # pragma: no cover
         pass
+    _inline_figures_in_kernels()
     try:
         from . import plotting
 

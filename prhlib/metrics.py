@@ -1,0 +1,1565 @@
+r"""Alignment metrics: how similar are two representations of the same n inputs?
+
+Every metric takes two feature matrices ``a`` (n x d_a) and ``b`` (n x d_b) whose row ``i`` describes
+the same input ``i`` (an image and its caption, say). Inputs may be NumPy arrays or PyTorch tensors;
+the work is done in PyTorch on the tensor's device (a GPU tensor stays on the GPU) and a Python float
+comes back. Features are used *as given*, exactly as in the official code of Huh et al. (2024): call
+:func:`prepare` first to get the paper's protocol (clamp outliers, l2-normalise rows).
+
+Local (neighbourhood) metrics, on the k nearest neighbours by dot product, self excluded
+    :func:`mutual_knn` (the paper's headline metric), :func:`cycle_knn`, :func:`lcs_knn`,
+    :func:`edit_distance_knn`, and the hybrid :func:`cknna`.
+Global (kernel / geometry) metrics
+    :func:`cka` (linear or RBF, biased or unbiased HSIC), :func:`unbiased_cka`, :func:`svcca`,
+    :func:`rsa`, :func:`procrustes_distance` / :func:`procrustes_similarity`,
+    :func:`linear_predictivity` (cross-validated ridge :math:`R^2`, asymmetric).
+The paper's protocol over layers
+    :func:`prepare`, :func:`layer_scores`, :func:`best_layer_pair`.
+How far from chance?
+    :func:`chance` (analytic null levels), :func:`calibrate` (permutation test, threshold, p-value,
+    calibrated score), :func:`calibrate_layers` (the same for a maximum over layer pairs, "maxT"),
+    :func:`bootstrap_ci` (confidence interval over samples).
+
+Where prhlib differs from the official ``metrics.py`` on purpose
+    * no epsilon is added to any denominator: a degenerate input (a constant representation) raises
+      ``ValueError`` instead of returning a number near 0;
+    * the diagonal of the similarity matrix is set to ``-inf`` rather than ``-1e8`` before the neighbour
+      search, so a point is never its own neighbour even for features with huge norms;
+    * kernel metrics are computed in float64;
+    * :func:`cknna` accepts ``k=None`` (it then equals :func:`unbiased_cka`);
+    * :func:`svcca` is deterministic (exact SVD, exact canonical correlations) where the official one
+      uses a randomised SVD, an iterative CCA and added noise;
+    * :func:`best_layer_pair` returns the arg-max layer pair even when no pair scores above 0 (the
+      score is still floored at 0, as in the paper).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "METRICS", "NEIGHBOUR_METRICS", "as_matrix", "as_layers", "knn", "mutual_knn", "cycle_knn",
+    "lcs_knn", "edit_distance_knn", "per_sample_scores", "cka", "unbiased_cka", "hsic", "cknna", "svcca",
+    "rsa", "procrustes_distance", "procrustes_similarity", "linear_predictivity", "measure", "max_score",
+    "prepare", "layer_scores", "best_layer_pair", "chance", "calibrate", "calibrate_layers",
+    "bootstrap_ci", "CalibrationResult", "BootstrapResult",
+]
+
+#: Metrics computed from the two k-nearest-neighbour lists alone.
+NEIGHBOUR_METRICS = ("mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn")
+
+#: Every metric name accepted by :func:`measure`, :func:`calibrate` and the layer functions.
+METRICS = NEIGHBOUR_METRICS + ("cka", "unbiased_cka", "cknna", "svcca", "rsa", "procrustes",
+                               "linear_predictivity")
+
+#: Largest similarity matrix block (in elements) the neighbour search builds at once: 2**26 float32
+#: values are 256 MB, so n = 40,000 samples need 40 blocks of ~1,700 rows instead of one n x n matrix.
+CHUNK_ELEMENTS = 2**26
+
+#: Largest total size (bytes) of the per-layer Gram matrices cached by the layer functions.
+GRAM_CACHE_BYTES = 2**30
+
+#: Problems with less work than this (about n^2 + n d_a + n d_b) run on one thread: waking a thread
+#: pool costs more than it saves on small inputs, and on a busy machine a wake-up can stall for tens
+#: of milliseconds per matrix product.
+SINGLE_THREAD_WORK = 2**21
+
+
+def _numel(x) -> tuple[int, int]:
+    """(rows, elements) of an array, tensor, or list of them; (0, 0) for anything else."""
+    if isinstance(x, (list, tuple)):
+        parts = [_numel(v) for v in x]
+        return (parts[0][0] if parts else 0), sum(p[1] for p in parts)
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) == 0:
+        return 0, 0
+    return int(shape[0]), int(np.prod(shape))
+
+
+@contextmanager
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _threads_by_size(fn):
+    """Run ``fn`` on one thread when its first two arguments are small (see SINGLE_THREAD_WORK)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if torch.get_num_threads() > 1:
+            sizes = [_numel(v) for v in args[:2]]
+            rows = max((r for r, _ in sizes), default=0)
+            work = rows * rows + sum(e for _, e in sizes)
+            if work < SINGLE_THREAD_WORK:
+                with _one_thread():
+                    return fn(*args, **kwargs)
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+# ------------------------------------------------------------------------------------------------
+# input validation
+# ------------------------------------------------------------------------------------------------
+def _to_tensor(x, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    else:
+        arr = np.asarray(x)
+        if arr.dtype == object:
+            raise ValueError(f"{name} must be a numeric array, got an object array (ragged rows?)")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.dtype == torch.bool or not (t.is_floating_point() or t.dtype in (
+            torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+        if t.dtype != torch.bool:
+            raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    if not t.is_floating_point():
+        t = t.to(torch.float64)
+    elif t.dtype in (torch.float16, torch.bfloat16):
+        t = t.to(torch.float32)
+    return t
+
+
+def _check_finite(t: torch.Tensor, name: str) -> None:
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[0].tolist()
+        kind = "NaN" if bool(torch.isnan(t).any()) else "inf"
+        raise ValueError(f"{name} contains {kind} values (first at index {tuple(bad)}); "
+                         "remove or impute them before measuring alignment")
+
+
+def as_matrix(x, name: str = "a") -> torch.Tensor:
+    """Validate one representation and return it as a 2-D floating-point tensor (n x d).
+
+    Parameters
+    ----------
+    x : array-like or torch.Tensor, shape (n, d)
+        Features, one row per input. NumPy arrays become CPU tensors (float32 stays float32, integers
+        become float64); tensors keep their device.
+    name : str
+        Used in error messages.
+
+    Raises
+    ------
+    ValueError
+        for a 1-D or 3-D input, fewer than 2 rows, no columns, NaN or inf.
+    """
+    t = _to_tensor(x, name)
+    if t.ndim != 2:
+        hint = " (a single feature? use x.reshape(-1, 1))" if t.ndim == 1 else ""
+        if t.ndim == 3:
+            hint = " (layered features n x L x d? use the layer functions or slice one layer)"
+        raise ValueError(f"{name} must be a 2-D array n x d, got shape {tuple(t.shape)}{hint}")
+    if t.shape[0] < 2:
+        raise ValueError(f"{name} needs at least 2 rows (samples), got {t.shape[0]}")
+    if t.shape[1] < 1:
+        raise ValueError(f"{name} has no columns (features)")
+    _check_finite(t, name)
+    return t
+
+
+def _pair(a, b) -> tuple[torch.Tensor, torch.Tensor]:
+    ta, tb = as_matrix(a, "a"), as_matrix(b, "b")
+    if ta.shape[0] != tb.shape[0]:
+        raise ValueError(f"a and b must describe the same samples: a has {ta.shape[0]} rows, "
+                         f"b has {tb.shape[0]}")
+    if ta.device != tb.device:
+        tb = tb.to(ta.device)
+    return ta, tb
+
+
+def _check_k(k, n: int, name: str = "k", minimum: int = 1) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {k!r}")
+    k = int(k)
+    if k < minimum or k > n - 1:
+        raise ValueError(f"{name} must be between {minimum} and n - 1 = {n - 1} (a sample is never its "
+                         f"own neighbour), got {name}={k} for n={n}")
+    return k
+
+
+def as_layers(layers, name: str = "layers_a") -> list[torch.Tensor]:
+    """Validate layered features and return one n x d tensor per layer.
+
+    Parameters
+    ----------
+    layers : array-like of shape (n, L, d), or a sequence of L arrays of shape (n, d_l)
+        A list allows a different width per layer (e.g. the stages of a CNN).
+
+    Raises
+    ------
+    ValueError
+        for an empty list, a wrong number of dimensions, NaN/inf, or layers with different row counts.
+    """
+    if isinstance(layers, (list, tuple)):
+        if len(layers) == 0:
+            raise ValueError(f"{name} is an empty list: give at least one layer")
+        mats = [as_matrix(x, f"{name}[{i}]") for i, x in enumerate(layers)]
+    else:
+        t = _to_tensor(layers, name)
+        if t.ndim == 2:
+            t = t[:, None, :]
+        if t.ndim != 3:
+            raise ValueError(f"{name} must be n x L x d (or a list of n x d layers), got shape {tuple(t.shape)}")
+        mats = [as_matrix(t[:, i, :], f"{name}[:, {i}]") for i in range(t.shape[1])]
+    rows = {m.shape[0] for m in mats}
+    if len(rows) != 1:
+        raise ValueError(f"every layer of {name} must have the same number of rows, got {sorted(rows)}")
+    device = mats[0].device
+    return [m.to(device) for m in mats]
+
+
+def _like(result: torch.Tensor, original):
+    """Return ``result`` as the same kind of object (NumPy array or tensor) as ``original``."""
+    if isinstance(original, torch.Tensor):
+        return result
+    return result.cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------------------
+# neighbours and the neighbour metrics
+# ------------------------------------------------------------------------------------------------
+def _self_gram(x: torch.Tensor) -> torch.Tensor:
+    """X X^T. On the CPU via NumPy, whose matmul recognises ``X @ X.T`` and calls BLAS ``syrk``
+    (one triangle, mirrored: half the multiply-adds of a general matrix product)."""
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        xn = x.contiguous().numpy()
+        return torch.from_numpy(xn @ xn.T)
+    return x @ x.T
+
+
+@_threads_by_size
+def knn(x, k: int = 10, chunk_rows: int | None = None) -> torch.Tensor:
+    """Indices of each row's k nearest neighbours by dot product, most similar first, self excluded.
+
+    Parameters
+    ----------
+    x : array-like or torch.Tensor, shape (n, d)
+    k : int
+        1 <= k <= n - 1.
+    chunk_rows : int, optional
+        Rows of the similarity matrix built at once. Default: the whole matrix when it holds at most
+        :data:`CHUNK_ELEMENTS` values (on the CPU computed with BLAS ``syrk``, which exploits symmetry
+        for half the multiply-adds), else blocks of ``CHUNK_ELEMENTS // n`` rows, so memory stays
+        O(n * chunk_rows), never O(n^2).
+
+    Notes
+    -----
+    A partial top-k selection (O(n^2) for all rows) replaces the reference's full argsort
+    (O(n^2 log n)).
+
+    Returns
+    -------
+    torch.Tensor, shape (n, k), int64
+        On the device of ``x``; row i lists i's neighbours by decreasing dot product.
+    """
+    x = as_matrix(x, "x")
+    n = x.shape[0]
+    k = _check_k(k, n)
+    if chunk_rows is None and n * n <= CHUNK_ELEMENTS:
+        sims = _self_gram(x)
+        sims.fill_diagonal_(-math.inf)
+        return torch.topk(sims, k, dim=1, largest=True, sorted=True).indices
+    if chunk_rows is None:
+        chunk_rows = max(1, CHUNK_ELEMENTS // n)
+    chunk_rows = max(1, int(chunk_rows))
+    out = torch.empty((n, k), dtype=torch.long, device=x.device)
+    for start in range(0, n, chunk_rows):
+        stop = min(n, start + chunk_rows)
+        sims = x[start:stop] @ x.T
+        rows = torch.arange(stop - start, device=x.device)
+        sims[rows, rows + start] = -math.inf
+        out[start:stop] = torch.topk(sims, k, dim=1, largest=True, sorted=True).indices
+        del sims
+    return out
+
+
+def _relabel(knn_b: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
+    """Neighbour lists of ``b[perm]`` from those of ``b``: row i is ``inv[knn_b[perm[i]]]``."""
+    if perm is None:
+        return knn_b
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel(), device=perm.device)
+    return inv[knn_b[..., perm, :]]
+
+
+def _overlap_rows(knn_a: torch.Tensor, knn_b: torch.Tensor) -> torch.Tensor:
+    """|N_A(i) ∩ N_B(i)| per row; lists hold distinct indices, so duplicates after sorting = overlap.
+
+    ``knn_b`` may carry leading batch dimensions (e.g. one list per layer); ``knn_a`` broadcasts.
+    """
+    knn_a = knn_a.expand_as(knn_b)
+    both = torch.cat([knn_a, knn_b], dim=-1).sort(dim=-1).values
+    return (both[..., 1:] == both[..., :-1]).sum(dim=-1)
+
+
+def _cycle_rows(knn_a: torch.Tensor, knn_b: torch.Tensor, block: int = 2**22) -> torch.Tensor:
+    """1 if sample i is among the A-neighbours of one of its B-neighbours, else 0 (per row)."""
+    n, k = knn_a.shape[-2], knn_a.shape[-1]
+    batch = knn_b.shape[:-2]
+    flat_b = knn_b.reshape(-1, n, k)
+    out = torch.empty(flat_b.shape[:2], dtype=torch.bool, device=knn_b.device)
+    rows_per_block = max(1, block // (k * k))
+    for s in range(0, n, rows_per_block):
+        e = min(n, s + rows_per_block)
+        own = torch.arange(s, e, device=knn_b.device).view(1, -1, 1, 1)
+        found = knn_a[flat_b[:, s:e]] == own          # (batch, rows, k, k)
+        out[:, s:e] = found.flatten(2).any(dim=2)
+    return out.reshape(*batch, n)
+
+
+def _lcs_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Length of the longest common subsequence of each pair of rows (dynamic programme over k x k)."""
+    x = x.expand_as(y)
+    k = x.shape[-1]
+    prev = torch.zeros((*y.shape[:-1], k + 1), dtype=torch.long, device=y.device)
+    for i in range(k):
+        cur = torch.zeros_like(prev)
+        for j in range(k):
+            match = x[..., i] == y[..., j]
+            cur[..., j + 1] = torch.where(match, prev[..., j] + 1,
+                                          torch.maximum(prev[..., j + 1], cur[..., j]))
+        prev = cur
+    return prev[..., k]
+
+
+def _levenshtein_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Levenshtein distance (insert, delete, substitute: cost 1) between each pair of rows."""
+    x = x.expand_as(y)
+    k = x.shape[-1]
+    prev = torch.arange(k + 1, device=y.device).expand(*y.shape[:-1], k + 1).clone()
+    for i in range(1, k + 1):
+        cur = torch.empty_like(prev)
+        cur[..., 0] = i
+        for j in range(1, k + 1):
+            sub = prev[..., j - 1] + (x[..., i - 1] != y[..., j - 1]).long()
+            cur[..., j] = torch.minimum(torch.minimum(prev[..., j] + 1, cur[..., j - 1] + 1), sub)
+        prev = cur
+    return prev[..., k]
+
+
+def _neighbour_rows(metric: str, knn_a: torch.Tensor, knn_b: torch.Tensor) -> torch.Tensor:
+    """Per-sample score of a neighbour metric (float64); its mean over samples is the metric."""
+    k = knn_a.shape[-1]
+    if metric == "mutual_knn":
+        return _overlap_rows(knn_a, knn_b).double() / k
+    if metric == "cycle_knn":
+        return _cycle_rows(knn_a, knn_b).double()
+    if metric == "lcs_knn":
+        return _lcs_rows(knn_a, knn_b).double()
+    if metric == "edit_distance_knn":
+        return 1.0 - _levenshtein_rows(knn_a, knn_b).double() / k
+    raise ValueError(f"{metric!r} is not a neighbour metric; choose one of {NEIGHBOUR_METRICS}")
+
+
+def _neighbour_metric(metric: str, a, b, k: int) -> float:
+    ta, tb = _pair(a, b)
+    k = _check_k(k, ta.shape[0])
+    return float(_neighbour_rows(metric, knn(ta, k), knn(tb, k)).mean())
+
+
+@_threads_by_size
+def mutual_knn(a, b, k: int = 10) -> float:
+    r"""Mutual k-nearest-neighbour alignment, the paper's headline metric.
+
+    .. math:: m_{kNN}(A, B) = \frac{1}{n} \sum_{i=1}^{n} \frac{|N^A_k(i) \cap N^B_k(i)|}{k}
+
+    where :math:`N^A_k(i)` are the k rows of ``a`` with the largest dot product with row i (i itself
+    excluded). Use l2-normalised rows (:func:`prepare`) for cosine neighbours, as the paper does.
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
+    k : int
+        Neighbours per sample, 1 <= k <= n - 1.
+
+    Returns
+    -------
+    float
+        In [0, 1]; 1 when the neighbour sets coincide. Unrelated representations score
+        :math:`k/(n-1)` on average (:func:`chance`).
+
+    Notes
+    -----
+    The neighbour search runs in row blocks (:func:`knn`) and the overlap is counted from the sorted
+    index lists, so memory is O(n k) beyond one block: n = 40,000 needs well under 1 GB where the
+    official dense n x n masks need over 12 GB.
+    """
+    return _neighbour_metric("mutual_knn", a, b, k)
+
+
+@_threads_by_size
+def cycle_knn(a, b, k: int = 10) -> float:
+    """Cycle k-NN: the fraction of samples i found among the A-neighbours of i's B-neighbours.
+
+    Go from i to its k nearest neighbours in ``b``, then to each of their k nearest neighbours in
+    ``a``: the score is the fraction of samples that come back to themselves. Not symmetric.
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
+    k : int
+        1 <= k <= n - 1.
+
+    Returns
+    -------
+    float
+        In [0, 1]. Unrelated representations score about :math:`1 - (1 - k/(n-1))^k`.
+    """
+    return _neighbour_metric("cycle_knn", a, b, k)
+
+
+@_threads_by_size
+def lcs_knn(a, b, k: int = 10) -> float:
+    """Mean length of the longest common subsequence of the two ordered neighbour lists.
+
+    As in the official code the length is *not* divided by k, so the score lies in [0, k].
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
+    k : int
+        1 <= k <= n - 1.
+
+    Returns
+    -------
+    float
+        In [0, k]; k when both lists are identical and identically ordered.
+    """
+    return _neighbour_metric("lcs_knn", a, b, k)
+
+
+@_threads_by_size
+def edit_distance_knn(a, b, k: int = 10) -> float:
+    """One minus the mean Levenshtein distance between the ordered neighbour lists, divided by k.
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
+    k : int
+        1 <= k <= n - 1.
+
+    Returns
+    -------
+    float
+        In [0, 1]; 1 when both ordered lists are identical. Order matters: the same set in another
+        order scores less than 1.
+    """
+    return _neighbour_metric("edit_distance_knn", a, b, k)
+
+
+@_threads_by_size
+def per_sample_scores(a, b, metric: str = "mutual_knn", k: int = 10) -> np.ndarray:
+    """The per-sample terms whose mean is a neighbour metric (e.g. each sample's overlap / k).
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
+    metric : str
+        One of :data:`NEIGHBOUR_METRICS`.
+    k : int
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,)
+    """
+    if metric not in NEIGHBOUR_METRICS:
+        raise ValueError(f"per-sample scores exist for the neighbour metrics {NEIGHBOUR_METRICS}, "
+                         f"not {metric!r}")
+    ta, tb = _pair(a, b)
+    k = _check_k(k, ta.shape[0])
+    return _neighbour_rows(metric, knn(ta, k), knn(tb, k)).cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------------------
+# kernels, HSIC and CKA
+# ------------------------------------------------------------------------------------------------
+def _center(K: torch.Tensor) -> torch.Tensor:
+    """H K H with H = I - 11^T/n, without forming H."""
+    return K - K.mean(dim=0, keepdim=True) - K.mean(dim=1, keepdim=True) + K.mean()
+
+
+def _hsic_biased(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    """trace(K H L H) = sum((HKH) * L^T); valid for non-symmetric K, L (as CKNNA's masked kernels)."""
+    return (_center(K) * L.T).sum()
+
+
+def _hsic_unbiased(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    r"""Song et al. (2012) unbiased HSIC, in the official code's form (valid for non-symmetric K, L).
+
+    .. math:: \frac{1}{m(m-3)}\Big[\sum_{ij}\tilde K_{ij}\tilde L_{ji}
+              + \frac{\mathbf 1^\top\tilde K\mathbf 1\,\mathbf 1^\top\tilde L\mathbf 1}{(m-1)(m-2)}
+              - \frac{2}{m-2}\mathbf 1^\top\tilde K\tilde L\mathbf 1\Big]
+
+    with the diagonals of K and L set to 0 (:math:`\tilde K, \tilde L`).
+    """
+    m = K.shape[0]
+    Kt = K.clone()
+    Kt.fill_diagonal_(0)
+    Lt = L.clone()
+    Lt.fill_diagonal_(0)
+    trace_term = (Kt * Lt.T).sum()
+    sums = Kt.sum() * Lt.sum() / ((m - 1) * (m - 2))
+    cross = Kt.sum(dim=0) @ Lt.sum(dim=1)  # = sum(Kt @ Lt) without the O(m^3) product
+    return (trace_term + sums - 2.0 * cross / (m - 2)) / (m * (m - 3))
+
+
+@_threads_by_size
+def hsic(K, L, unbiased: bool = False) -> float:
+    """Hilbert-Schmidt independence criterion of two n x n kernel matrices.
+
+    Parameters
+    ----------
+    K, L : array-like or torch.Tensor, shape (n, n)
+    unbiased : bool
+        False: ``trace(K H L H)`` (the biased estimator, not divided by (n-1)^2, as in the official
+        code; CKA's ratio cancels the scale). True: the unbiased U-statistic of Song et al. (2012),
+        which needs n >= 4.
+
+    Returns
+    -------
+    float
+    """
+    Kt, Lt = _pair(K, L)
+    n = Kt.shape[0]
+    if Kt.shape != (n, n) or Lt.shape != (n, n):
+        raise ValueError(f"K and L must be square n x n kernels, got {tuple(Kt.shape)} and {tuple(Lt.shape)}")
+    if unbiased and n < 4:
+        raise ValueError(f"unbiased HSIC needs n >= 4 samples (it divides by n(n-3)), got n={n}")
+    Kt, Lt = Kt.double(), Lt.double()
+    return float(_hsic_unbiased(Kt, Lt) if unbiased else _hsic_biased(Kt, Lt))
+
+
+def _sq_dists(x: torch.Tensor) -> torch.Tensor:
+    sq = (x * x).sum(dim=1)
+    d = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
+    d.fill_diagonal_(0)
+    return d.clamp_min_(0)  # rounding can leave tiny negatives; distances are >= 0
+
+
+def _median(v: torch.Tensor) -> torch.Tensor:
+    """The median as NumPy defines it: the mean of the two middle values for an even count."""
+    m = v.numel()
+    lo = torch.kthvalue(v, (m + 1) // 2).values
+    hi = torch.kthvalue(v, m // 2 + 1).values
+    return (lo + hi) / 2
+
+
+def _gram(x: torch.Tensor, kernel: str, sigma, median_scale: float) -> torch.Tensor:
+    x = x.double()
+    if kernel == "linear":
+        return x @ x.T
+    if kernel == "rbf":
+        d2 = _sq_dists(x)
+        if isinstance(sigma, str):
+            if sigma != "median":
+                raise ValueError(f"sigma must be a positive number or 'median', got {sigma!r}")
+            med = _median(d2.flatten())
+            if float(med) <= 0:
+                raise ValueError("the median squared distance is 0 (most rows are identical): the median "
+                                 "heuristic cannot choose an RBF bandwidth; pass sigma explicitly")
+            s2 = (median_scale ** 2) * med
+        else:
+            if not (float(sigma) > 0 and math.isfinite(float(sigma))):
+                raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
+            s2 = float(sigma) ** 2
+        return torch.exp(-d2 / (2.0 * s2))
+    raise ValueError(f"kernel must be 'linear' or 'rbf', got {kernel!r}")
+
+
+def _cka_ratio(kl, kk, ll, what: str) -> float:
+    kk, ll = float(kk), float(ll)
+    if kk <= 0 or ll <= 0:
+        which = "a" if kk <= 0 else "b"
+        raise ValueError(f"{what} is undefined: HSIC({which}, {which}) = {min(kk, ll):.3g} <= 0 "
+                         f"({which} has no variance across samples, e.g. all rows identical, or too "
+                         "few samples for the unbiased estimator)")
+    return float(kl) / math.sqrt(kk * ll)
+
+
+def _linear_cka_features(A: torch.Tensor, B: torch.Tensor, unbiased: bool) -> float:
+    """Linear CKA from the features in O(n d_a d_b), never forming an n x n matrix."""
+    A, B = A.double(), B.double()
+    n = A.shape[0]
+    if not unbiased:
+        Ac, Bc = A - A.mean(0), B - B.mean(0)
+        kl = (Ac.T @ Bc).square().sum()
+        kk = (Ac.T @ Ac).square().sum()
+        ll = (Bc.T @ Bc).square().sum()
+        return _cka_ratio(kl, kk, ll, "CKA")
+
+    def parts(X):
+        diag = (X * X).sum(1)                      # K_ii
+        col = X.sum(0)                             # X^T 1
+        total = col @ col - diag.sum()             # 1^T K~ 1
+        rows = X @ col - diag                      # K~ 1
+        return diag, total, rows
+
+    def u(X, Y, px, py):
+        dx, tx, rx = px
+        dy, ty, ry = py
+        trace = (X.T @ Y).square().sum() - (dx * dy).sum()
+        return (trace + tx * ty / ((n - 1) * (n - 2)) - 2.0 * (rx @ ry) / (n - 2)) / (n * (n - 3))
+
+    pa, pb = parts(A), parts(B)
+    return _cka_ratio(u(A, B, pa, pb), u(A, A, pa, pa), u(B, B, pb, pb), "unbiased CKA")
+
+
+@_threads_by_size
+def cka(a, b, kernel: str = "linear", sigma: float | str = 1.0, unbiased: bool = False,
+        median_scale: float = 1.0) -> float:
+    r"""Centred kernel alignment (Kornblith et al. 2019).
+
+    .. math:: \mathrm{CKA}(K, L) = \frac{\mathrm{HSIC}(K, L)}{\sqrt{\mathrm{HSIC}(K, K)\,\mathrm{HSIC}(L, L)}}
+
+    with :math:`K_{ij} = k(a_i, a_j)`, :math:`L_{ij} = k(b_i, b_j)`.
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
+    kernel : {"linear", "rbf"}
+        ``linear``: :math:`a_i^\top a_j`. ``rbf``: :math:`\exp(-\|a_i - a_j\|^2 / (2\sigma^2))`.
+    sigma : float or "median"
+        RBF bandwidth. ``"median"``: ``median_scale`` times the square root of the median squared
+        distance over the full n x n matrix, diagonal included (Kornblith et al.'s convention).
+    unbiased : bool
+        Use the unbiased HSIC of Song et al. (2012) (needs n >= 4). The biased estimator is inflated
+        when d is large compared with n (:func:`chance`).
+    median_scale : float
+        Only for ``sigma="median"``.
+
+    Returns
+    -------
+    float
+        Biased: in [0, 1]. Unbiased: at most 1, can be slightly negative; about 0 for unrelated data.
+
+    Notes
+    -----
+    Linear CKA is computed from the features (O(n d_a d_b)) or from the n x n Gram matrices,
+    whichever is cheaper; both give the same number. Computed in float64, no epsilon.
+    """
+    A, B = _pair(a, b)
+    n = A.shape[0]
+    if unbiased and n < 4:
+        raise ValueError(f"unbiased CKA needs n >= 4 samples (it divides by n(n-3)), got n={n}")
+    if kernel == "linear":
+        da, db = A.shape[1], B.shape[1]
+        feature_cost = n * (da * db + da * da + db * db)
+        gram_cost = n * n * (da + db + 3)
+        if feature_cost <= gram_cost:
+            return _linear_cka_features(A, B, unbiased)
+    K = _gram(A, kernel, sigma, median_scale)
+    L = _gram(B, kernel, sigma, median_scale)
+    f = _hsic_unbiased if unbiased else _hsic_biased
+    return _cka_ratio(f(K, L), f(K, K), f(L, L), "unbiased CKA" if unbiased else "CKA")
+
+
+@_threads_by_size
+def unbiased_cka(a, b, kernel: str = "linear", sigma: float | str = 1.0, median_scale: float = 1.0) -> float:
+    """CKA with the unbiased HSIC estimator: :func:`cka` with ``unbiased=True``.
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b), n >= 4
+    kernel, sigma, median_scale
+        As in :func:`cka`.
+
+    Returns
+    -------
+    float
+        About 0 for unrelated representations whatever d/n; 1 for identical ones.
+    """
+    return cka(a, b, kernel=kernel, sigma=sigma, unbiased=True, median_scale=median_scale)
+
+
+def _cknna_mask(G: torch.Tensor, k: int, unbiased: bool) -> torch.Tensor:
+    """0/1 matrix marking each row's top-k entries of a kernel (diagonal excluded when unbiased)."""
+    Gh = G.clone()
+    if unbiased:
+        Gh.fill_diagonal_(-math.inf)
+    idx = torch.topk(Gh, k, dim=1).indices
+    return torch.zeros_like(G).scatter_(1, idx, 1.0)
+
+
+def _cknna_hsic(K, L, mK, mL, unbiased: bool) -> torch.Tensor:
+    mask = mK * mL
+    f = _hsic_unbiased if unbiased else _hsic_biased
+    return f(mask * K, mask * L)
+
+
+def _cknna_from_grams(K: torch.Tensor, L: torch.Tensor, k: int, unbiased: bool) -> float:
+    mK, mL = _cknna_mask(K, k, unbiased), _cknna_mask(L, k, unbiased)
+    kl = _cknna_hsic(K, L, mK, mL, unbiased)
+    kk = _cknna_hsic(K, K, mK, mK, unbiased)
+    ll = _cknna_hsic(L, L, mL, mL, unbiased)
+    return _cka_ratio(kl, kk, ll, "CKNNA")
+
+
+@_threads_by_size
+def cknna(a, b, k: int | None = 10, unbiased: bool = True) -> float:
+    r"""Centred kernel nearest-neighbour alignment (Huh et al. 2024): CKA restricted to mutual neighbours.
+
+    For each of (K, L), (K, K), (L, L) with linear kernels :math:`K = AA^\top`, :math:`L = BB^\top`:
+    take each row's top-k entries (diagonal excluded when ``unbiased``), keep the entries that are
+    top-k in *both* kernels (mask :math:`M`), and compute HSIC of :math:`M \odot K` and :math:`M \odot L`.
+    The score is :math:`\mathrm{HSIC}_{KL} / \sqrt{\mathrm{HSIC}_{KK}\mathrm{HSIC}_{LL}}`.
+    This follows the official code (not the formula in the paper's appendix).
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b), n >= 4
+    k : int or None
+        Neighbours, 2 <= k <= n - 1. ``None`` means k = n - 1 (every pair), and then CKNNA equals
+        :func:`unbiased_cka`; the official function crashes for ``None``.
+    unbiased : bool
+        Unbiased HSIC and the diagonal excluded from the top-k (the official default).
+
+    Returns
+    -------
+    float
+
+    Notes
+    -----
+    Not symmetric in general: the masked kernels are not symmetric matrices, and the official unbiased
+    HSIC of two non-symmetric matrices changes when they are swapped (its ``1^T K L 1`` term).
+    O(n^2) memory (dense masks; the metric needs the masked kernels).
+    """
+    A, B = _pair(a, b)
+    n = A.shape[0]
+    if n < 4:
+        raise ValueError(f"CKNNA needs n >= 4 samples (unbiased HSIC divides by n(n-3)), got n={n}")
+    k = n - 1 if k is None else _check_k(k, n, minimum=2)
+    A, B = A.double(), B.double()
+    return _cknna_from_grams(A @ A.T, B @ B.T, k, unbiased)
+
+
+# ------------------------------------------------------------------------------------------------
+# SVCCA, RSA, Procrustes, linear predictivity
+# ------------------------------------------------------------------------------------------------
+def _zscore(X: torch.Tensor, name: str) -> torch.Tensor:
+    X = X.double()
+    X = X - X.mean(0)
+    sd = X.std(dim=0)
+    flat = (sd == 0).nonzero().flatten().tolist()
+    if flat:
+        raise ValueError(f"{name} has zero-variance features (columns {flat[:10]}"
+                         f"{'...' if len(flat) > 10 else ''}); SVCCA divides by each feature's standard "
+                         "deviation: drop those columns first")
+    return X / sd
+
+
+def _top_left_singular(X: torch.Tensor, dim: int, name: str) -> torch.Tensor:
+    U, S, _ = torch.linalg.svd(X, full_matrices=False)
+    tol = S[0] * max(X.shape) * torch.finfo(S.dtype).eps
+    if S.numel() < dim or bool(S[dim - 1] <= tol):
+        rank = int((S > tol).sum())
+        raise ValueError(f"{name} has rank {rank} after z-scoring, less than dim={dim}; lower dim")
+    return U[:, :dim]
+
+
+@_threads_by_size
+def svcca(a, b, dim: int = 10) -> float:
+    """Singular vector canonical correlation analysis (Raghu et al. 2017), as in the official code.
+
+    z-score every feature, keep the top ``dim`` left singular vectors of each side, and average the
+    ``dim`` canonical correlations between the two subspaces.
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
+    dim : int
+        Singular directions kept per side; at most min(d_a, d_b, n - 1).
+
+    Returns
+    -------
+    float
+        In [0, 1]; 1 when the top-``dim`` subspaces coincide.
+
+    Notes
+    -----
+    Both bases are orthonormal and centred, so the canonical correlations are exactly the singular
+    values of :math:`U_A^\\top U_B` (the cosines of the principal angles). This is deterministic; the
+    official code uses a randomised SVD, sklearn's iterative CCA and added noise, so it varies run to
+    run by about 1e-3.
+    """
+    A, B = _pair(a, b)
+    n = A.shape[0]
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    if dim > min(A.shape[1], B.shape[1], n - 1):
+        raise ValueError(f"dim={dim} exceeds min(d_a, d_b, n - 1) = {min(A.shape[1], B.shape[1], n - 1)}")
+    Ua = _top_left_singular(_zscore(A, "a"), dim, "a")
+    Ub = _top_left_singular(_zscore(B, "b"), dim, "b")
+    rho = torch.linalg.svdvals(Ua.T @ Ub).clamp(max=1.0)
+    return float(rho.mean())
+
+
+def _condensed_distances(X: torch.Tensor, distance: str) -> torch.Tensor:
+    X = X.double()
+    if distance == "euclidean":
+        D = _sq_dists(X).sqrt()
+    elif distance in ("cosine", "correlation"):
+        if distance == "correlation":
+            X = X - X.mean(dim=1, keepdim=True)
+        norms = X.norm(dim=1)
+        zero = (norms == 0).nonzero().flatten().tolist()
+        if zero:
+            raise ValueError(f"{distance} distance is undefined for rows {zero[:10]} (zero norm"
+                             f"{' after centring' if distance == 'correlation' else ''})")
+        Xn = X / norms[:, None]
+        D = 1.0 - Xn @ Xn.T
+    else:
+        raise ValueError(f"distance must be 'euclidean', 'cosine' or 'correlation', got {distance!r}")
+    iu = torch.triu_indices(X.shape[0], X.shape[0], offset=1, device=X.device)
+    return D[iu[0], iu[1]]
+
+
+@_threads_by_size
+def rsa(a, b, method: str = "spearman", distance: str = "euclidean") -> float:
+    """Representational similarity analysis (Kriegeskorte et al. 2008).
+
+    Rank correlation between the two representational dissimilarity matrices (their upper triangles).
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b), n >= 3
+    method : {"spearman", "kendall"}
+        Spearman's rho or Kendall's tau-b.
+    distance : {"euclidean", "cosine", "correlation"}
+        Dissimilarity between two samples.
+
+    Returns
+    -------
+    float
+        In [-1, 1]; about 0 for unrelated representations.
+
+    Notes
+    -----
+    Distances are computed in torch (on the input's device); the rank correlation of the
+    n(n-1)/2 values runs on the CPU with SciPy.
+    """
+    from scipy import stats
+
+    A, B = _pair(a, b)
+    if A.shape[0] < 3:
+        raise ValueError("RSA needs n >= 3 samples (at least 3 pairwise distances)")
+    da = _condensed_distances(A, distance).cpu().numpy()
+    db = _condensed_distances(B, distance).cpu().numpy()
+    for name, d in (("a", da), ("b", db)):
+        if np.ptp(d) == 0:
+            raise ValueError(f"all pairwise distances of {name} are equal: a rank correlation is undefined")
+    if method == "spearman":
+        return float(stats.spearmanr(da, db).statistic)
+    if method == "kendall":
+        return float(stats.kendalltau(da, db).statistic)
+    raise ValueError(f"method must be 'spearman' or 'kendall', got {method!r}")
+
+
+def _procrustes_nuclear(A: torch.Tensor, B: torch.Tensor) -> float:
+    A, B = A.double(), B.double()
+    A = A - A.mean(0)
+    B = B - B.mean(0)
+    na, nb = A.norm(), B.norm()
+    for name, v in (("a", na), ("b", nb)):
+        if float(v) == 0:
+            raise ValueError(f"{name} has no variance across samples (all rows identical): Procrustes "
+                             "alignment divides by its Frobenius norm")
+    return float(torch.linalg.matrix_norm((A / na).T @ (B / nb), ord="nuc").clamp(max=1.0))
+
+
+@_threads_by_size
+def procrustes_similarity(a, b) -> float:
+    r"""Orthogonal Procrustes similarity: the nuclear norm :math:`\|\tilde A^\top \tilde B\|_*`.
+
+    :math:`\tilde A, \tilde B` are the column-centred features scaled to unit Frobenius norm. It is the
+    largest correlation reachable by rotating/reflecting one representation onto the other (zero-padding
+    the narrower one), in [0, 1]; 1 minus half the squared :func:`procrustes_distance`.
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
+
+    Returns
+    -------
+    float
+    """
+    A, B = _pair(a, b)
+    return _procrustes_nuclear(A, B)
+
+
+@_threads_by_size
+def procrustes_distance(a, b, angular: bool = False) -> float:
+    r"""Orthogonal Procrustes distance (Williams et al. 2021), a metric between shapes.
+
+    .. math:: d(A, B) = \min_{Q^\top Q = I} \|\tilde A - \tilde B Q\|_F = \sqrt{2 - 2\|\tilde A^\top \tilde B\|_*}
+
+    on column-centred features scaled to unit Frobenius norm (translation, rotation, reflection and
+    isotropic scale are factored out; the narrower side is zero-padded).
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
+    angular : bool
+        Return the angle :math:`\arccos \|\tilde A^\top \tilde B\|_*` (radians, in [0, pi/2]) instead.
+
+    Returns
+    -------
+    float
+        0 for identical shapes. Euclidean form in [0, sqrt(2)]. A *distance*: lower means more aligned.
+    """
+    nuc = procrustes_similarity(a, b)
+    if angular:
+        return float(math.acos(nuc))
+    return float(math.sqrt(max(2.0 - 2.0 * nuc, 0.0)))
+
+
+@_threads_by_size
+def linear_predictivity(a, b, alphas: Sequence[float] = tuple(np.logspace(-3, 3, 13)), folds: int = 5,
+                        seed: int = 0) -> float:
+    """Cross-validated ridge-regression R^2 of predicting ``b`` from ``a`` (asymmetric).
+
+    For each of ``folds`` folds, a ridge regression from ``a`` to ``b`` is fitted on the other folds
+    (its penalty chosen among ``alphas`` by efficient leave-one-out inside the training folds,
+    sklearn's ``RidgeCV``); the held-out predictions of all folds are pooled and scored with the
+    variance-weighted R^2 over ``b``'s features.
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
+    alphas : sequence of float
+        Ridge penalties to choose from.
+    folds : int
+        2 <= folds <= n.
+    seed : int
+        Shuffles the fold assignment.
+
+    Returns
+    -------
+    float
+        At most 1; about 0 or below for unrelated representations.
+
+    Notes
+    -----
+    Runs on the CPU with scikit-learn (GPU tensors are copied).
+    """
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import KFold
+
+    A, B = _pair(a, b)
+    n = A.shape[0]
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or not 2 <= folds <= n:
+        raise ValueError(f"folds must be an integer between 2 and n = {n}, got {folds!r}")
+    Xa = A.double().cpu().numpy()
+    Yb = B.double().cpu().numpy()
+    if float(Yb.var(axis=0).sum()) == 0:
+        raise ValueError("b has no variance across samples: R^2 divides by it")
+    pred = np.empty_like(Yb)
+    for train, test in KFold(folds, shuffle=True, random_state=seed).split(Xa):
+        model = RidgeCV(alphas=np.asarray(alphas, dtype=float)).fit(Xa[train], Yb[train])
+        pred[test] = model.predict(Xa[test])
+    return float(r2_score(Yb, pred, multioutput="variance_weighted"))
+
+
+# ------------------------------------------------------------------------------------------------
+# one entry point for every metric
+# ------------------------------------------------------------------------------------------------
+def _metric_fn(metric: str, k: int | None, **kw) -> Callable:
+    if metric in NEIGHBOUR_METRICS:
+        return lambda a, b: _neighbour_metric(metric, a, b, k)
+    if metric == "cka":
+        return lambda a, b: cka(a, b, **kw)
+    if metric == "unbiased_cka":
+        return lambda a, b: unbiased_cka(a, b, **kw)
+    if metric == "cknna":
+        return lambda a, b: cknna(a, b, k=k, **kw)
+    if metric == "svcca":
+        return lambda a, b: svcca(a, b, **kw)
+    if metric == "rsa":
+        return lambda a, b: rsa(a, b, **kw)
+    if metric == "procrustes":
+        return lambda a, b: procrustes_similarity(a, b, **kw)
+    if metric == "linear_predictivity":
+        return lambda a, b: linear_predictivity(a, b, **kw)
+    raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
+
+
+@_threads_by_size
+def measure(a, b, metric: str = "mutual_knn", k: int | None = 10, **kwargs) -> float:
+    """Any metric by name (``"procrustes"`` means :func:`procrustes_similarity`, higher = more aligned).
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
+    metric : str
+        One of :data:`METRICS`.
+    k : int or None
+        Neighbours, for the neighbour metrics and :func:`cknna`; ignored by the others.
+    **kwargs
+        Passed to the metric (e.g. ``kernel="rbf"`` for ``"cka"``, ``method="kendall"`` for ``"rsa"``).
+
+    Returns
+    -------
+    float
+    """
+    return _metric_fn(metric, k, **kwargs)(a, b)
+
+
+def max_score(metric: str, k: int | None = 10) -> float:
+    """The largest value a metric can take (k for :func:`lcs_knn`, else 1); used by :func:`calibrate`."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
+    if metric == "lcs_knn":
+        if k is None:
+            raise ValueError("lcs_knn needs k (its maximum is k)")
+        return float(k)
+    return 1.0
+
+
+# ------------------------------------------------------------------------------------------------
+# the paper's protocol: clamp, normalise, best layer pair
+# ------------------------------------------------------------------------------------------------
+def _clamp_threshold(mats: list[torch.Tensor], q: float) -> torch.Tensor:
+    flat = torch.cat([m.abs().flatten() for m in mats])
+    index = int(q * flat.numel())  # the official "exact" quantile: sorted(|x|)[int(q * numel)]
+    index = min(index, flat.numel() - 1)
+    return torch.kthvalue(flat.cpu() if flat.device.type == "mps" else flat, index + 1).values
+
+
+def _normalise_rows(m: torch.Tensor, name: str) -> torch.Tensor:
+    norms = m.norm(dim=1, keepdim=True)
+    zero = (norms.flatten() == 0).nonzero().flatten().tolist()
+    if zero:
+        raise ValueError(f"{name}: rows {zero[:10]} are all zero and cannot be l2-normalised")
+    return m / norms
+
+
+def _prepare_list(mats: list[torch.Tensor], q: float, name: str) -> list[torch.Tensor]:
+    if not (isinstance(q, (int, float)) and 0 < q <= 1):
+        raise ValueError(f"q must be in (0, 1], got {q!r}")
+    if q < 1:
+        t = _clamp_threshold(mats, q).to(mats[0].device)
+        if float(t) == 0:
+            raise ValueError(f"the {q} quantile of |{name}| is 0 (mostly zeros): clamping would zero every "
+                             "row; use a larger q or q=1 (no clamping)")
+        mats = [m.clamp(-t, t) for m in mats]
+    return [_normalise_rows(m, f"{name}[layer {i}]") for i, m in enumerate(mats)]
+
+
+@_threads_by_size
+def prepare(feats, q: float = 0.95):
+    """The paper's feature preparation: clamp outliers, then l2-normalise each row of each layer.
+
+    The clamp threshold is the exact ``q``-quantile of :math:`|x|` over the *whole* input (all layers
+    together), taken as in the official code: ``sorted(|x|)[int(q * numel)]``. No mean-centring.
+
+    Parameters
+    ----------
+    feats : array-like or torch.Tensor of shape (n, d) or (n, L, d), or a list of (n, d_l) layers
+    q : float
+        In (0, 1]; ``q = 1`` skips the clamp.
+
+    Returns
+    -------
+    Same kind and shape as ``feats`` (NumPy in, NumPy out; a list gives a list of tensors/arrays).
+
+    Raises
+    ------
+    ValueError
+        for NaN/inf, a zero row (cannot be normalised), or a zero clamp threshold.
+    """
+    if isinstance(feats, (list, tuple)):
+        mats = as_layers(feats, "feats")
+        out = _prepare_list(mats, q, "feats")
+        return [_like(o, f) for o, f in zip(out, feats)]
+    t = _to_tensor(feats, "feats")
+    if t.ndim == 2:
+        out = _prepare_list([as_matrix(t, "feats")], q, "feats")[0]
+    elif t.ndim == 3:
+        out = torch.stack(_prepare_list(as_layers(t, "feats"), q, "feats"), dim=1)
+    else:
+        raise ValueError(f"feats must be n x d, n x L x d or a list of n x d layers, got shape {tuple(t.shape)}")
+    return _like(out, feats)
+
+
+def _gram_stack_ok(n: int, n_layers: int) -> bool:
+    return n_layers * n * n * 8 <= GRAM_CACHE_BYTES
+
+
+def _layer_scorer(metric: str, A: list[torch.Tensor], B: list[torch.Tensor], k: int | None,
+                  **kw) -> Callable[[torch.Tensor | None], torch.Tensor]:
+    """A function ``perm -> La x Lb`` score matrix of ``metric(A[i], B[j][perm])``.
+
+    The expensive part of each layer (its neighbour lists, its centred Gram matrix) is computed once;
+    permuting the rows of every B layer (for calibration) then only relabels/reindexes it.
+    """
+    n = A[0].shape[0]
+    if B[0].shape[0] != n:
+        raise ValueError(f"layers_a and layers_b must describe the same samples: {n} vs {B[0].shape[0]} rows")
+    device = A[0].device
+    B = [y.to(device) for y in B]
+    La, Lb = len(A), len(B)
+
+    if metric in NEIGHBOUR_METRICS:
+        k = _check_k(k, n)
+        ka = [knn(x, k) for x in A]
+        kb = torch.stack([knn(y, k) for y in B])          # (Lb, n, k)
+
+        def score(perm=None):
+            kbp = _relabel(kb, perm)
+            return torch.stack([_neighbour_rows(metric, ka_i, kbp).mean(dim=-1) for ka_i in ka])
+        return score
+
+    kernel_ok = (metric == "cka" and kw.get("kernel", "linear") in ("linear", "rbf")) or metric == "unbiased_cka"
+    if kernel_ok and _gram_stack_ok(n, La + Lb):
+        unbiased = metric == "unbiased_cka" or bool(kw.get("unbiased", False))
+        if unbiased and n < 4:
+            raise ValueError(f"unbiased CKA needs n >= 4 samples, got n={n}")
+        kernel, sigma, scale = kw.get("kernel", "linear"), kw.get("sigma", 1.0), kw.get("median_scale", 1.0)
+        Ks = [_gram(x, kernel, sigma, scale) for x in A]
+        Ls = [_gram(y, kernel, sigma, scale) for y in B]
+        if unbiased:
+            for G in Ks + Ls:
+                G.fill_diagonal_(0)
+            Kf = torch.stack([K.flatten() for K in Ks])
+            Lf = torch.stack([L.flatten() for L in Ls])
+            Ksum, Lsum = Kf.sum(1), Lf.sum(1)
+            Krow = torch.stack([K.sum(1) for K in Ks])
+            Lrow = torch.stack([L.sum(1) for L in Ls])
+            c1, c2, c3 = 1.0 / ((n - 1) * (n - 2)), 2.0 / (n - 2), 1.0 / (n * (n - 3))
+            kk = ((Kf * Kf).sum(1) + Ksum * Ksum * c1 - c2 * (Krow * Krow).sum(1)) * c3
+            ll = ((Lf * Lf).sum(1) + Lsum * Lsum * c1 - c2 * (Lrow * Lrow).sum(1)) * c3
+        else:
+            Kf = torch.stack([_center(K).flatten() for K in Ks])
+            Lf = torch.stack([_center(L).flatten() for L in Ls])
+            kk, ll = (Kf * Kf).sum(1), (Lf * Lf).sum(1)
+        del Ks, Ls
+        for name, v in (("a", kk), ("b", ll)):
+            bad = (v <= 0).nonzero().flatten().tolist()
+            if bad:
+                raise ValueError(f"CKA is undefined: layers {bad} of {name} have HSIC <= 0 (no variance)")
+        denom = torch.sqrt(kk[:, None] * ll[None, :])
+
+        def score(perm=None):
+            if perm is None:
+                Lp, Lrow_p = Lf, (Lrow if unbiased else None)
+            else:
+                Lp = Lf.view(Lb, n, n)[:, perm][:, :, perm].reshape(Lb, n * n)
+                Lrow_p = Lrow[:, perm] if unbiased else None
+            kl = Kf @ Lp.T
+            if unbiased:
+                kl = (kl + Ksum[:, None] * Lsum[None, :] * c1 - c2 * (Krow @ Lrow_p.T)) * c3
+            return kl / denom
+        return score
+
+    if metric == "cknna" and _gram_stack_ok(n, 2 * (La + Lb)):
+        if n < 4:
+            raise ValueError(f"CKNNA needs n >= 4 samples, got n={n}")
+        kn = n - 1 if k is None else _check_k(k, n, minimum=2)
+        unbiased = kw.get("unbiased", True)
+        Ks = [x.double() @ x.double().T for x in A]
+        Ls = [y.double() @ y.double().T for y in B]
+        mKs = [_cknna_mask(K, kn, unbiased) for K in Ks]
+        mLs = [_cknna_mask(L, kn, unbiased) for L in Ls]
+        kk = [float(_cknna_hsic(K, K, m, m, unbiased)) for K, m in zip(Ks, mKs)]
+        ll = [float(_cknna_hsic(L, L, m, m, unbiased)) for L, m in zip(Ls, mLs)]
+
+        def score(perm=None):
+            out = torch.empty((La, Lb), dtype=torch.float64, device=device)
+            for j, (L, mL) in enumerate(zip(Ls, mLs)):
+                if perm is not None:  # the top-k mask of a permuted kernel is the permuted mask
+                    L, mL = L[perm][:, perm], mL[perm][:, perm]
+                for i, (K, mK) in enumerate(zip(Ks, mKs)):
+                    out[i, j] = _cka_ratio(_cknna_hsic(K, L, mK, mL, unbiased), kk[i], ll[j], "CKNNA")
+            return out
+        return score
+
+    fn = _metric_fn(metric, k, **kw)
+
+    def score(perm=None):
+        out = torch.empty((La, Lb), dtype=torch.float64, device=device)
+        for j, y in enumerate(B):
+            yp = y if perm is None else y[perm]
+            for i, x in enumerate(A):
+                out[i, j] = fn(x, yp)
+        return out
+    return score
+
+
+@_threads_by_size
+def layer_scores(layers_a, layers_b, metric: str = "mutual_knn", k: int | None = 10, q: float | None = 0.95,
+                 **kwargs) -> np.ndarray:
+    """The metric for every (layer of A, layer of B) pair, after the paper's :func:`prepare`.
+
+    Parameters
+    ----------
+    layers_a, layers_b : n x L x d arrays/tensors or lists of n x d_l layers
+    metric : str
+        One of :data:`METRICS`.
+    k : int or None
+        Neighbours (neighbour metrics and CKNNA).
+    q : float or None
+        Clamp quantile for :func:`prepare`; ``None`` uses the layers as given (no clamp, no
+        normalisation).
+    **kwargs
+        Passed to the metric.
+
+    Returns
+    -------
+    numpy.ndarray, shape (L_a, L_b)
+
+    Notes
+    -----
+    Each layer's neighbour lists (or kernel matrix) are computed once and reused for every pair.
+    """
+    A, B = _prepared_layers(layers_a, layers_b, q)
+    return _layer_scorer(metric, A, B, k, **kwargs)(None).cpu().numpy()
+
+
+def _prepared_layers(layers_a, layers_b, q):
+    A, B = as_layers(layers_a, "layers_a"), as_layers(layers_b, "layers_b")
+    if A[0].shape[0] != B[0].shape[0]:
+        raise ValueError(f"layers_a and layers_b must describe the same samples: {A[0].shape[0]} vs "
+                         f"{B[0].shape[0]} rows")
+    if q is not None:
+        A, B = _prepare_list(A, q, "layers_a"), _prepare_list(B, q, "layers_b")
+    return A, B
+
+
+@_threads_by_size
+def best_layer_pair(layers_a, layers_b, metric: str = "mutual_knn", k: int | None = 10,
+                    q: float | None = 0.95, **kwargs) -> tuple[float, tuple[int, int]]:
+    """The paper's alignment score of two models: the best layer pair, floored at 0.
+
+    Clamp each model's whole tensor at its exact ``q``-quantile of :math:`|x|`, l2-normalise each
+    layer's rows (:func:`prepare`), compute the metric for every layer pair, and return the maximum
+    (floored at 0, as the official loop starts its running best at 0) with its layer indices.
+
+    Parameters
+    ----------
+    layers_a, layers_b : n x L x d arrays/tensors or lists of n x d_l layers
+    metric : str
+        One of :data:`METRICS`.
+    k : int or None
+    q : float or None
+        ``None`` skips :func:`prepare`.
+    **kwargs
+        Passed to the metric.
+
+    Returns
+    -------
+    score : float
+        ``max(0, max_ij metric(A_i, B_j))``.
+    (i, j) : tuple of int
+        The arg-max pair (first in row-major order on ties). Unlike the official code, the pair is
+        returned even when no pair scores above 0.
+
+    Notes
+    -----
+    The maximum over many pairs is biased upwards under the null: use :func:`calibrate_layers`.
+    """
+    scores = layer_scores(layers_a, layers_b, metric=metric, k=k, q=q, **kwargs)
+    flat = int(np.argmax(scores))
+    i, j = divmod(flat, scores.shape[1])
+    return max(0.0, float(scores[i, j])), (i, j)
+
+
+# ------------------------------------------------------------------------------------------------
+# chance levels, permutation calibration, bootstrap
+# ------------------------------------------------------------------------------------------------
+def chance(metric: str, n: int, k: int | None = None, d_a: int | None = None, d_b: int | None = None) -> float:
+    r"""Analytic chance level of a metric for two *unrelated* representations.
+
+    * ``mutual_knn``: exactly :math:`k/(n-1)` in expectation (a random relabelling of B puts each
+      B-neighbour among A's k neighbours with probability :math:`k/(n-1)`).
+    * ``cycle_knn``: about :math:`1 - (1 - k/(n-1))^k` (each of the k B-neighbours independently
+      lists i among its A-neighbours; hubs make it approximate).
+    * ``cka`` (biased, linear kernel, independent Gaussian features used as given):
+      :math:`\sqrt{d_a d_b / ((n + d_a)(n + d_b))}`, which is :math:`d/(n+d)` when
+      :math:`d_a = d_b = d`. It is a ratio of expectations: with :math:`n' = n - 1` degrees of freedom
+      after centring, :math:`E\|A^\top B\|_F^2 = n' d_a d_b` and
+      :math:`E\|A^\top A\|_F^2 = d_a n'(n' + d_a + 1)`.
+    * ``unbiased_cka``: 0 (the unbiased HSIC has expectation 0 under independence).
+
+    Parameters
+    ----------
+    metric : str
+    n : int
+        Samples.
+    k : int, optional
+        Neighbours (neighbour metrics).
+    d_a, d_b : int, optional
+        Feature dimensions (``cka``); ``d_b`` defaults to ``d_a``.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        for metrics with no analytic null (``lcs_knn``, ``edit_distance_knn``, ``cknna``, ``svcca``,
+        ``rsa``, ``procrustes``, ``linear_predictivity``, RBF CKA): use :func:`calibrate`, which
+        measures the null by permutation.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"n must be an integer >= 2, got {n!r}")
+    if metric in ("mutual_knn", "cycle_knn"):
+        if k is None:
+            raise ValueError(f"chance({metric!r}) needs k")
+        k = _check_k(k, n)
+        p = k / (n - 1)
+        return p if metric == "mutual_knn" else 1.0 - (1.0 - p) ** k
+    if metric == "cka":
+        if d_a is None:
+            raise ValueError("chance('cka') needs d_a (and d_b if different)")
+        d_b = d_a if d_b is None else d_b
+        if d_a < 1 or d_b < 1:
+            raise ValueError(f"d_a and d_b must be >= 1, got {d_a}, {d_b}")
+        return math.sqrt(d_a * d_b / ((n + d_a) * (n + d_b)))
+    if metric == "unbiased_cka":
+        return 0.0
+    if metric in METRICS:
+        raise ValueError(f"{metric!r} has no analytic chance level; measure its null with "
+                         "metrics.calibrate(a, b, metric=...) (a permutation test)")
+    raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
+
+
+@dataclass
+class CalibrationResult:
+    """Outcome of a permutation test (Gröger et al. 2026).
+
+    Attributes
+    ----------
+    score : float
+        The observed score.
+    threshold : float
+        tau: the ceil((1 - alpha)(K + 1))-th smallest of {observed, K null scores}.
+    p_value : float
+        (1 + #{null >= observed}) / (K + 1); never below 1 / (K + 1).
+    calibrated : float
+        max((score - tau) / (s_max - tau), 0): 0 unless the score beats the null, 1 at the maximum.
+    null : numpy.ndarray
+        The K scores under random row permutations of B.
+    s_max : float
+        The metric's maximum.
+    alpha : float
+    metric : str
+    layers : tuple of int or None
+        For :func:`calibrate_layers`: the arg-max layer pair of the observed scores.
+    """
+
+    score: float
+    threshold: float
+    p_value: float
+    calibrated: float
+    null: np.ndarray = field(repr=False)
+    s_max: float = 1.0
+    alpha: float = 0.05
+    metric: str = ""
+    layers: tuple[int, int] | None = None
+
+    @property
+    def significant(self) -> bool:
+        """True when p_value <= alpha."""
+        return self.p_value <= self.alpha
+
+
+def _check_permutations(permutations, alpha):
+    if isinstance(permutations, bool) or not isinstance(permutations, (int, np.integer)) or permutations < 1:
+        raise ValueError(f"permutations must be a positive integer, got {permutations!r}")
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+
+
+def _summarise(observed: float, null: np.ndarray, alpha: float, s_max: float, metric: str,
+               layers=None) -> CalibrationResult:
+    K = null.size
+    pooled = np.sort(np.concatenate([[observed], null]))
+    rank = math.ceil((1 - Fraction(str(alpha))) * (K + 1))  # exact rational arithmetic: no 95.000001
+    tau = float(pooled[min(max(rank, 1), K + 1) - 1])
+    p = (1 + int(np.sum(null >= observed))) / (K + 1)
+    calibrated = 0.0 if tau >= s_max else max((observed - tau) / (s_max - tau), 0.0)
+    return CalibrationResult(score=float(observed), threshold=tau, p_value=p, calibrated=float(calibrated),
+                             null=null, s_max=s_max, alpha=alpha, metric=metric, layers=layers)
+
+
+def _perms(n: int, permutations: int, seed: int, device) -> list[torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    return [torch.from_numpy(rng.permutation(n)).to(device) for _ in range(permutations)]
+
+
+@_threads_by_size
+def calibrate(a, b, metric: str = "mutual_knn", k: int | None = 10, permutations: int = 200,
+              alpha: float = 0.05, seed: int = 0, **kwargs) -> CalibrationResult:
+    """Permutation-calibrate one alignment score (Gröger et al. 2026).
+
+    Shuffle the rows of ``b`` ``permutations`` times (breaking the pairing, keeping each
+    representation's own geometry) and recompute the metric: that is the score's null distribution.
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
+        Used as given (call :func:`prepare` first for the paper's protocol).
+    metric : str
+        One of :data:`METRICS`; ``"procrustes"`` is :func:`procrustes_similarity`.
+    k : int or None
+    permutations : int
+        K; 200-500 is typical. The smallest reachable p-value is 1 / (K + 1).
+    alpha : float
+        Level of the threshold.
+    seed : int
+        Seeds the permutations.
+    **kwargs
+        Passed to the metric.
+
+    Returns
+    -------
+    CalibrationResult
+        ``.score .threshold .p_value .calibrated .null``.
+
+    Notes
+    -----
+    Neighbour metrics reuse the neighbour lists (permuting B relabels them) and CKA reuses the Gram
+    matrices, so a permutation costs O(n k) or O(n^2), not a new metric call.
+    """
+    _check_permutations(permutations, alpha)
+    A, B = _pair(a, b)
+    scorer = _layer_scorer(metric, [A], [B], k, **kwargs)
+    observed = float(scorer(None)[0, 0])
+    null = np.array([float(scorer(p)[0, 0]) for p in _perms(A.shape[0], permutations, seed, A.device)])
+    return _summarise(observed, null, alpha, max_score(metric, k), metric)
+
+
+@_threads_by_size
+def calibrate_layers(layers_a, layers_b, metric: str = "mutual_knn", k: int | None = 10,
+                     q: float | None = 0.95, permutations: int = 200, alpha: float = 0.05, seed: int = 0,
+                     **kwargs) -> CalibrationResult:
+    """Calibrate the paper's best-layer-pair score with a maxT permutation test.
+
+    The observed score is :func:`best_layer_pair`'s (max over all layer pairs, floored at 0). Under
+    each permutation the *same* row shuffle is applied to every layer of B and the maximum over all
+    layer pairs is recomputed, so the null accounts for having searched many pairs.
+
+    Parameters
+    ----------
+    layers_a, layers_b : n x L x d arrays/tensors or lists of n x d_l layers
+    metric, k, permutations, alpha, seed, **kwargs
+        As in :func:`calibrate`.
+    q : float or None
+        Clamp quantile of :func:`prepare` (``None``: layers used as given).
+
+    Returns
+    -------
+    CalibrationResult
+        With ``.layers`` = the observed arg-max pair.
+    """
+    _check_permutations(permutations, alpha)
+    A, B = _prepared_layers(layers_a, layers_b, q)
+    scorer = _layer_scorer(metric, A, B, k, **kwargs)
+    obs = scorer(None)
+    flat = int(torch.argmax(obs))
+    layers = divmod(flat, obs.shape[1])
+    observed = max(0.0, float(obs.flatten()[flat]))
+    null = np.array([max(0.0, float(scorer(p).max())) for p in _perms(A[0].shape[0], permutations, seed,
+                                                                      A[0].device)])
+    return _summarise(observed, null, alpha, max_score(metric, k), metric, layers=layers)
+
+
+@dataclass
+class BootstrapResult:
+    """A bootstrap percentile confidence interval.
+
+    Attributes
+    ----------
+    score : float
+        The metric on all samples.
+    low, high : float
+        The interval's bounds.
+    level : float
+        Its coverage, e.g. 0.95.
+    samples : numpy.ndarray
+        The bootstrap replicates.
+    method : str
+        ``"queries"`` (neighbour metrics: resample the per-sample terms) or ``"rows"`` (resample rows
+        and recompute).
+    """
+
+    score: float
+    low: float
+    high: float
+    level: float
+    samples: np.ndarray = field(repr=False)
+    method: str = "rows"
+
+
+@_threads_by_size
+def bootstrap_ci(a, b, metric: str = "mutual_knn", k: int | None = 10, n_boot: int = 1000,
+                 level: float = 0.95, seed: int = 0, **kwargs) -> BootstrapResult:
+    """Percentile bootstrap confidence interval of an alignment score over samples.
+
+    Neighbour metrics are means of per-sample terms (:func:`per_sample_scores`): their replicates
+    resample those terms with the neighbour lists fixed (resampling rows with replacement would create
+    duplicate rows that are each other's nearest neighbours in both models, inflating the score). The
+    interval therefore reflects which *queries* were drawn, for a fixed gallery. Other metrics resample
+    rows with replacement and recompute.
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
+    metric : str
+        One of :data:`METRICS` except ``linear_predictivity`` (duplicated rows would leak between its
+        cross-validation folds).
+    k : int or None
+    n_boot : int
+        Bootstrap replicates.
+    level : float
+        Coverage in (0, 1).
+    seed : int
+    **kwargs
+        Passed to the metric.
+
+    Returns
+    -------
+    BootstrapResult
+    """
+    if metric == "linear_predictivity":
+        raise ValueError("bootstrap_ci does not support linear_predictivity: duplicated rows leak between "
+                         "cross-validation folds; repeat linear_predictivity with different seeds instead")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+    if not (isinstance(level, (int, float)) and 0 < level < 1):
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    A, B = _pair(a, b)
+    n = A.shape[0]
+    rng = np.random.default_rng(seed)
+    if metric in NEIGHBOUR_METRICS:
+        rows = per_sample_scores(A, B, metric=metric, k=k)
+        score = float(rows.mean())
+        idx = rng.integers(0, n, size=(n_boot, n))
+        samples = rows[idx].mean(axis=1)
+        method = "queries"
+    else:
+        fn = _metric_fn(metric, k, **kwargs)
+        score = float(fn(A, B))
+        samples = np.empty(n_boot)
+        for r in range(n_boot):
+            idx = torch.from_numpy(rng.integers(0, n, size=n)).to(A.device)
+            samples[r] = fn(A[idx], B[idx])
+        method = "rows"
+    tail = (1 - level) / 2
+    low, high = np.quantile(samples, [tail, 1 - tail])
+    return BootstrapResult(score=score, low=float(low), high=float(high), level=level, samples=samples,
+                           method=method)

@@ -1,0 +1,433 @@
+"""Unit and property tests of prhlib.metrics (the reference comparison is in test_metrics_reference.py)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from prhlib import metrics
+
+FAST = settings(max_examples=12, deadline=None)
+
+
+def shared_latent(n=60, d_a=12, d_b=9, m=4, noise=0.5, seed=0):
+    """Two float64 views of one latent: linear maps plus independent noise."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, m))
+    a = z @ rng.standard_normal((m, d_a)) + noise * rng.standard_normal((n, d_a))
+    b = np.tanh(z @ rng.standard_normal((m, d_b))) + noise * rng.standard_normal((n, d_b))
+    return a, b
+
+
+def random_rotation(d, rng):
+    q, r = np.linalg.qr(rng.standard_normal((d, d)))
+    return q * np.sign(np.diag(r))
+
+
+# Every similarity metric, as functions of (a, b, k).
+SIMILARITIES = {
+    "mutual_knn": lambda a, b, k: metrics.mutual_knn(a, b, k),
+    "cycle_knn": lambda a, b, k: metrics.cycle_knn(a, b, k),
+    "lcs_knn": lambda a, b, k: metrics.lcs_knn(a, b, k),
+    "edit_distance_knn": lambda a, b, k: metrics.edit_distance_knn(a, b, k),
+    "cka": lambda a, b, k: metrics.cka(a, b),
+    "unbiased_cka": lambda a, b, k: metrics.unbiased_cka(a, b),
+    "cka_rbf": lambda a, b, k: metrics.cka(a, b, kernel="rbf", sigma="median"),
+    "cknna": lambda a, b, k: metrics.cknna(a, b, k=max(k, 2)),
+    "svcca": lambda a, b, k: metrics.svcca(a, b, dim=3),
+    "rsa_spearman": lambda a, b, k: metrics.rsa(a, b),
+    "rsa_kendall": lambda a, b, k: metrics.rsa(a, b, method="kendall", distance="cosine"),
+    "procrustes": lambda a, b, k: metrics.procrustes_similarity(a, b),
+}
+# CKNNA is not symmetric: the official unbiased HSIC of its masked (non-symmetric) kernels is not.
+SYMMETRIC = [m for m in SIMILARITIES if m not in ("cycle_knn", "cknna")]
+SELF_ONE = [m for m in SIMILARITIES if m not in ("cycle_knn", "lcs_knn")]
+
+data_params = dict(n=st.integers(20, 60), k=st.integers(1, 6), seed=st.integers(0, 10_000))
+
+
+# ------------------------------------------------------------------------------------------------
+# golden values
+# ------------------------------------------------------------------------------------------------
+def test_kornblith_demo_values():
+    np.random.seed(1337)
+    x = np.random.randn(100, 10)
+    y = np.random.randn(100, 10) + x
+    assert metrics.cka(x, y) == pytest.approx(0.55761, abs=5e-6)
+    assert metrics.unbiased_cka(x, y) == pytest.approx(0.51346, abs=5e-6)
+    assert metrics.cka(x, y, kernel="rbf", sigma="median", median_scale=0.5) == pytest.approx(0.65483, abs=5e-6)
+
+
+def test_unbiased_hsic_equals_the_u_statistic_definition():
+    """Song et al. (2012): the mean over ordered distinct (i, j, q, r) of k_ij l_ij + k_ij l_qr - 2 k_ij l_iq."""
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((7, 3)), rng.standard_normal((7, 2))
+    K, L = x @ x.T, np.exp(-((y[:, None] - y[None]) ** 2).sum(-1))
+    terms = [K[i, j] * L[i, j] + K[i, j] * L[q, r] - 2 * K[i, j] * L[i, q]
+             for i, j, q, r in itertools.permutations(range(7), 4)]
+    assert metrics.hsic(K, L, unbiased=True) == pytest.approx(np.mean(terms), rel=1e-10)
+
+
+def test_biased_hsic_is_trace_khlh():
+    rng = np.random.default_rng(4)
+    K, L = rng.standard_normal((9, 9)), rng.standard_normal((9, 9))  # not symmetric on purpose
+    H = np.eye(9) - 1 / 9
+    assert metrics.hsic(K, L) == pytest.approx(np.trace(K @ H @ L @ H), rel=1e-10)
+
+
+def test_linear_cka_feature_route_equals_gram_route():
+    a, b = shared_latent(n=40, d_a=5, d_b=3)   # features cheaper: prhlib avoids the n x n Grams
+    Ka, Kb = a @ a.T, b @ b.T
+    for unbiased in (False, True):
+        via_grams = metrics.hsic(Ka, Kb, unbiased) / math.sqrt(metrics.hsic(Ka, Ka, unbiased)
+                                                                  * metrics.hsic(Kb, Kb, unbiased))
+        assert metrics.cka(a, b, unbiased=unbiased) == pytest.approx(via_grams, rel=1e-9)
+        wide_a, wide_b = np.hstack([a, np.zeros((40, 60))]), np.hstack([b, np.zeros((40, 70))])
+        assert metrics.cka(wide_a, wide_b, unbiased=unbiased) == pytest.approx(via_grams, rel=1e-9)
+
+
+def test_cknna_with_all_neighbours_is_unbiased_cka():
+    a, b = shared_latent()
+    assert metrics.cknna(a, b, k=None) == pytest.approx(metrics.unbiased_cka(a, b), rel=1e-9)
+    assert metrics.cknna(a, b, k=a.shape[0] - 1) == pytest.approx(metrics.unbiased_cka(a, b), rel=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------
+# neighbours and the dynamic programmes
+# ------------------------------------------------------------------------------------------------
+def test_knn_excludes_self_and_sorts_by_similarity():
+    a, _ = shared_latent(n=50)
+    nn = metrics.knn(a, 7).numpy()
+    sims = a @ a.T
+    np.fill_diagonal(sims, -np.inf)
+    assert not (nn == np.arange(50)[:, None]).any()
+    want = np.argsort(-sims, axis=1)[:, :7]
+    np.testing.assert_array_equal(nn, want)
+
+
+def test_chunked_neighbour_search_equals_dense(monkeypatch):
+    a, b = shared_latent(n=70)
+    dense = metrics.knn(a, 5)
+    np.testing.assert_array_equal(metrics.knn(a, 5, chunk_rows=9).numpy(), dense.numpy())
+    full = metrics.mutual_knn(a, b, 5)
+    monkeypatch.setattr(metrics, "CHUNK_ELEMENTS", 300)   # forces blocks of 4 rows
+    assert metrics.mutual_knn(a, b, 5) == full
+
+
+def lcs_py(x, y):
+    dp = [[0] * (len(y) + 1) for _ in range(len(x) + 1)]
+    for i, j in itertools.product(range(1, len(x) + 1), range(1, len(y) + 1)):
+        dp[i][j] = dp[i - 1][j - 1] + 1 if x[i - 1] == y[j - 1] else max(dp[i - 1][j], dp[i][j - 1])
+    return dp[-1][-1]
+
+
+def levenshtein_py(x, y):
+    prev = list(range(len(y) + 1))
+    for i in range(1, len(x) + 1):
+        cur = [i] + [0] * len(y)
+        for j in range(1, len(y) + 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x[i - 1] != y[j - 1]))
+        prev = cur
+    return prev[-1]
+
+
+@FAST
+@given(k=st.integers(1, 7), seed=st.integers(0, 10_000))
+def test_vectorised_lcs_and_levenshtein_match_textbook_versions(k, seed):
+    rng = np.random.default_rng(seed)
+    x = np.stack([rng.choice(12, size=k, replace=False) for _ in range(15)])
+    y = np.stack([rng.choice(12, size=k, replace=False) for _ in range(15)])
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    assert metrics._lcs_rows(tx, ty).tolist() == [lcs_py(a, b) for a, b in zip(x, y)]
+    assert metrics._levenshtein_rows(tx, ty).tolist() == [levenshtein_py(a, b) for a, b in zip(x, y)]
+    overlap = [len(set(a) & set(b)) for a, b in zip(x, y)]
+    assert metrics._overlap_rows(tx, ty).tolist() == overlap
+
+
+def test_per_sample_scores_average_to_the_metric():
+    a, b = shared_latent()
+    for m in metrics.NEIGHBOUR_METRICS:
+        assert metrics.per_sample_scores(a, b, m, k=4).mean() == pytest.approx(metrics.measure(a, b, m, k=4))
+
+
+# ------------------------------------------------------------------------------------------------
+# properties
+# ------------------------------------------------------------------------------------------------
+@FAST
+@given(**data_params)
+def test_simultaneous_row_permutation_changes_nothing(n, k, seed):
+    a, b = shared_latent(n=n, seed=seed)
+    perm = np.random.default_rng(seed + 1).permutation(n)
+    for name, f in SIMILARITIES.items():
+        assert f(a[perm], b[perm], k) == pytest.approx(f(a, b, k), abs=1e-9), name
+
+
+@FAST
+@given(scale_a=st.floats(0.01, 100), scale_b=st.floats(0.01, 100), **data_params)
+def test_rotation_and_isotropic_scaling_leave_mutual_knn_and_linear_cka_unchanged(n, k, seed, scale_a, scale_b):
+    a, b = shared_latent(n=n, seed=seed)
+    rng = np.random.default_rng(seed + 2)
+    ra = scale_a * a @ random_rotation(a.shape[1], rng)
+    rb = scale_b * b @ random_rotation(b.shape[1], rng)
+    assert metrics.mutual_knn(ra, rb, k) == metrics.mutual_knn(a, b, k)
+    assert metrics.cka(ra, rb) == pytest.approx(metrics.cka(a, b), abs=1e-9)
+    assert metrics.unbiased_cka(ra, rb) == pytest.approx(metrics.unbiased_cka(a, b), abs=1e-9)
+    assert metrics.procrustes_distance(ra, rb) == pytest.approx(metrics.procrustes_distance(a, b), abs=1e-7)
+
+
+def test_anisotropic_scaling_does_change_them():
+    a, b = shared_latent(n=80, seed=5)
+    stretched = a * np.r_[30.0, np.ones(a.shape[1] - 1)]
+    assert metrics.cka(stretched, b) != pytest.approx(metrics.cka(a, b), abs=1e-3)
+    assert metrics.mutual_knn(stretched, b, 5) != metrics.mutual_knn(a, b, 5)
+
+
+@FAST
+@given(**data_params)
+def test_symmetric_metrics_are_symmetric(n, k, seed):
+    a, b = shared_latent(n=n, seed=seed)
+    for name in SYMMETRIC:
+        f = SIMILARITIES[name]
+        assert f(a, b, k) == pytest.approx(f(b, a, k), abs=1e-9), name
+
+
+@FAST
+@given(**data_params)
+def test_self_similarity_is_maximal_and_bounds_hold(n, k, seed):
+    a, b = shared_latent(n=n, seed=seed)
+    for name in SELF_ONE:
+        assert SIMILARITIES[name](a, a, k) == pytest.approx(1.0, abs=1e-9), name
+    assert metrics.lcs_knn(a, a, k) == pytest.approx(k)
+    assert metrics.procrustes_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    v = {name: f(a, b, k) for name, f in SIMILARITIES.items()}
+    for name in ("mutual_knn", "cycle_knn", "edit_distance_knn", "cka", "cka_rbf", "svcca", "procrustes"):
+        assert -1e-12 <= v[name] <= 1 + 1e-12, (name, v[name])
+    assert 0 <= v["lcs_knn"] <= k
+    for name in ("unbiased_cka", "cknna", "rsa_spearman", "rsa_kendall"):
+        assert -1 - 1e-12 <= v[name] <= 1 + 1e-12, (name, v[name])
+    assert 0 <= metrics.procrustes_distance(a, b) <= math.sqrt(2)
+    assert v["lcs_knn"] >= v["mutual_knn"] * 0  # lcs counts ordered matches
+    assert v["lcs_knn"] <= v["mutual_knn"] * k + 1e-9  # ... a common subsequence uses shared neighbours only
+
+
+def test_unrelated_representations_score_near_chance():
+    rng = np.random.default_rng(11)
+    a, b = rng.standard_normal((400, 30)), rng.standard_normal((400, 30))
+    assert abs(metrics.mutual_knn(a, b, 10) - metrics.chance("mutual_knn", 400, k=10)) < 0.01
+    assert abs(metrics.unbiased_cka(a, b)) < 0.02
+    assert abs(metrics.rsa(a, b)) < 0.05
+    assert metrics.linear_predictivity(a, b) < 0.02
+
+
+# ------------------------------------------------------------------------------------------------
+# the other metrics against independent implementations
+# ------------------------------------------------------------------------------------------------
+def test_rsa_matches_scipy():
+    from scipy.spatial.distance import pdist
+    from scipy.stats import kendalltau, spearmanr
+
+    a, b = shared_latent(n=30)
+    for dist in ("euclidean", "cosine", "correlation"):
+        da, db = pdist(a, dist), pdist(b, dist)
+        assert metrics.rsa(a, b, distance=dist) == pytest.approx(spearmanr(da, db).statistic, abs=1e-9)
+        assert metrics.rsa(a, b, "kendall", dist) == pytest.approx(kendalltau(da, db).statistic, abs=1e-9)
+
+
+def test_procrustes_matches_scipy_orthogonal_procrustes():
+    from scipy.linalg import orthogonal_procrustes
+
+    a, b = shared_latent(n=50, d_a=6, d_b=6)
+    ac, bc = a - a.mean(0), b - b.mean(0)
+    ac, bc = ac / np.linalg.norm(ac), bc / np.linalg.norm(bc)
+    r, _ = orthogonal_procrustes(bc, ac)
+    assert metrics.procrustes_distance(a, b) == pytest.approx(np.linalg.norm(ac - bc @ r), abs=1e-9)
+    assert metrics.procrustes_distance(a, b, angular=True) == pytest.approx(
+        math.acos(1 - np.linalg.norm(ac - bc @ r) ** 2 / 2), abs=1e-7)
+
+
+def test_svcca_equals_mean_cosine_of_principal_angles():
+    from scipy.linalg import subspace_angles
+
+    a, b = shared_latent(n=80, d_a=12, d_b=9)
+
+    def top(x, dim):
+        z = (x - x.mean(0)) / x.std(0, ddof=1)
+        return np.linalg.svd(z, full_matrices=False)[0][:, :dim]
+
+    want = np.cos(subspace_angles(top(a, 4), top(b, 4))).mean()
+    assert metrics.svcca(a, b, dim=4) == pytest.approx(want, abs=1e-9)
+
+
+def test_linear_predictivity_finds_a_linear_map():
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((120, 8))
+    b = a @ rng.standard_normal((8, 5))
+    assert metrics.linear_predictivity(a, b) > 0.99
+    assert metrics.linear_predictivity(a, b + 3 * rng.standard_normal(b.shape)) < metrics.linear_predictivity(a, b)
+
+
+# ------------------------------------------------------------------------------------------------
+# inputs: torch, layers, bad input
+# ------------------------------------------------------------------------------------------------
+def test_torch_tensors_give_the_numpy_numbers():
+    a, b = shared_latent()
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    for name, f in SIMILARITIES.items():
+        assert f(ta, tb, 4) == pytest.approx(f(a, b, 4), abs=1e-12), name
+    assert metrics.linear_predictivity(ta, tb) == pytest.approx(metrics.linear_predictivity(a, b))
+    prepared = metrics.prepare(ta.float())
+    assert isinstance(prepared, torch.Tensor) and prepared.dtype == torch.float32
+    assert isinstance(metrics.prepare(a), np.ndarray)
+
+
+def test_prepare_clamps_at_the_exact_quantile_and_normalises_rows():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 3, 8)).astype(np.float32)
+    x[0, 0, 0] = 50.0
+    flat = np.sort(np.abs(x).ravel())
+    t = flat[int(0.95 * flat.size)]
+    want = np.clip(x, -t, t)
+    want = want / np.linalg.norm(want, axis=2, keepdims=True)
+    got = metrics.prepare(x, q=0.95)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=2), 1.0, rtol=1e-6)
+    as_list = metrics.prepare([x[:, 0, :], x[:, 1, :5], x[:, 2, :]], q=1.0)
+    assert [l.shape for l in as_list] == [(20, 8), (20, 5), (20, 8)]
+    np.testing.assert_allclose(as_list[0], x[:, 0] / np.linalg.norm(x[:, 0], axis=1, keepdims=True), rtol=1e-6)
+
+
+def test_best_layer_pair_is_the_brute_force_maximum():
+    rng = np.random.default_rng(7)
+    z = rng.standard_normal((50, 3))
+    la = np.stack([z @ rng.standard_normal((3, 6)) + s * rng.standard_normal((50, 6)) for s in (3, 0.2, 1)], 1)
+    lb = [z @ rng.standard_normal((3, d)) + s * rng.standard_normal((50, d)) for s, d in ((2, 4), (0.1, 7))]
+    pa, pb = metrics.prepare(la), metrics.prepare(lb)
+    for metric in ("mutual_knn", "cycle_knn", "lcs_knn", "cka", "unbiased_cka", "cknna", "rsa"):
+        brute = np.array([[metrics.measure(pa[:, i], pb[j], metric, k=5) for j in range(2)] for i in range(3)])
+        np.testing.assert_allclose(metrics.layer_scores(la, lb, metric, k=5), brute, atol=1e-9, err_msg=metric)
+        score, (i, j) = metrics.best_layer_pair(la, lb, metric, k=5)
+        assert score == pytest.approx(max(brute.max(), 0.0)) and brute[i, j] == brute.max()
+    unrelated = metrics.best_layer_pair(rng.standard_normal((50, 2, 4)), rng.standard_normal((50, 2, 4)),
+                                        "unbiased_cka")
+    assert unrelated[0] >= 0.0 and len(unrelated[1]) == 2
+
+
+BAD_INPUTS = [
+    (lambda: metrics.mutual_knn(np.full((5, 2), np.nan), np.ones((5, 2))), "NaN"),
+    (lambda: metrics.cka(np.ones((5, 2)), np.array([[np.inf, 1]] * 5)), "inf"),
+    (lambda: metrics.mutual_knn(np.ones((5, 2)), np.ones((6, 2)), 2), "same samples"),
+    (lambda: metrics.mutual_knn(np.eye(5), np.eye(5), 5), "between 1 and n - 1"),
+    (lambda: metrics.mutual_knn(np.eye(5), np.eye(5), 0), "between 1 and n - 1"),
+    (lambda: metrics.mutual_knn(np.eye(5), np.eye(5), 2.5), "integer"),
+    (lambda: metrics.cka(np.arange(5.0), np.arange(5.0)), "2-D"),
+    (lambda: metrics.unbiased_cka(np.eye(3), np.eye(3)), "n >= 4"),
+    (lambda: metrics.cknna(np.eye(3), np.eye(3), k=2), "n >= 4"),
+    (lambda: metrics.cknna(np.eye(6), np.eye(6), k=1), "between 2 and n - 1"),
+    (lambda: metrics.cka(np.ones((6, 3)), np.eye(6)[:, :3]), "no variance"),
+    (lambda: metrics.svcca(np.c_[np.ones(8), np.eye(8)[:, :3]], np.eye(8)[:, :4], dim=2), "zero-variance"),
+    (lambda: metrics.svcca(np.eye(8)[:, :3], np.eye(8)[:, :3], dim=4), "exceeds"),
+    (lambda: metrics.procrustes_distance(np.ones((6, 2)), np.eye(6)[:, :2]), "no variance"),
+    (lambda: metrics.rsa(np.ones((6, 2)), np.eye(6)[:, :2]), "equal"),
+    (lambda: metrics.prepare(np.zeros((4, 3)), q=1.0), "all zero"),
+    (lambda: metrics.prepare(np.zeros((4, 3))), "quantile"),
+    (lambda: metrics.cka(np.eye(6), np.eye(6), kernel="poly"), "kernel"),
+    (lambda: metrics.cka(np.eye(6), np.eye(6), kernel="rbf", sigma=0.0), "sigma"),
+    (lambda: metrics.measure(np.eye(6), np.eye(6), "cosine"), "unknown metric"),
+    (lambda: metrics.chance("cknna", 100, k=10), "no analytic chance"),
+    (lambda: metrics.chance("mutual_knn", 100), "needs k"),
+    (lambda: metrics.calibrate(np.eye(6), np.eye(6), permutations=0), "permutations"),
+    (lambda: metrics.calibrate(np.eye(6), np.eye(6), k=2, alpha=1.5), "alpha"),
+    (lambda: metrics.bootstrap_ci(np.eye(6), np.eye(6), "linear_predictivity"), "leak"),
+    (lambda: metrics.best_layer_pair(np.ones((5, 2, 3)), np.ones((6, 2, 3))), "same samples"),
+    (lambda: metrics.best_layer_pair([], [np.eye(4)]), "empty"),
+]
+
+
+@pytest.mark.parametrize("call,message", BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
+def test_bad_input_raises_a_value_error_naming_the_problem(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+# ------------------------------------------------------------------------------------------------
+# chance levels, calibration, bootstrap
+# ------------------------------------------------------------------------------------------------
+def test_chance_formulas():
+    assert metrics.chance("mutual_knn", 1024, k=10) == pytest.approx(10 / 1023)
+    for d, want in ((64, 0.06), (256, 0.20), (1024, 0.50), (4096, 0.80)):
+        assert metrics.chance("cka", 1024, d_a=d) == pytest.approx(want, abs=0.005)
+    assert metrics.chance("unbiased_cka", 50) == 0.0
+
+
+def test_cka_chance_formula_matches_simulation_for_unequal_widths():
+    rng = np.random.default_rng(0)
+    n, d_a, d_b = 150, 20, 90
+    sims = [metrics.cka(rng.standard_normal((n, d_a)), rng.standard_normal((n, d_b))) for _ in range(30)]
+    assert np.mean(sims) == pytest.approx(metrics.chance("cka", n, d_a=d_a, d_b=d_b), rel=0.05)
+
+
+def test_permutation_null_of_mutual_knn_is_centred_on_k_over_n_minus_1():
+    a, b = shared_latent(n=150, seed=1)
+    res = metrics.calibrate(a, b, "mutual_knn", k=10, permutations=300, seed=0)
+    assert res.null.mean() == pytest.approx(10 / 149, abs=0.004)
+
+
+def test_calibration_threshold_p_value_and_calibrated_score():
+    a, b = shared_latent(n=80, seed=2)
+    K = 99
+    res = metrics.calibrate(a, b, "cka", permutations=K, alpha=0.05, seed=3)
+    pooled = np.sort(np.r_[res.score, res.null])
+    assert res.threshold == pooled[95 - 1]           # ceil(0.95 * 100) = 95, exactly
+    assert res.p_value == (1 + np.sum(res.null >= res.score)) / (K + 1)
+    assert res.calibrated == pytest.approx(max((res.score - res.threshold) / (1 - res.threshold), 0))
+    assert res.score == pytest.approx(metrics.cka(a, b))
+    same = metrics.calibrate(a, a, "mutual_knn", k=5, permutations=K)
+    assert same.p_value == pytest.approx(1 / (K + 1)) and same.calibrated == pytest.approx(1.0)
+    assert same.significant
+    rng = np.random.default_rng(0)
+    unrelated = metrics.calibrate(rng.standard_normal((80, 5)), rng.standard_normal((80, 5)), "mutual_knn",
+                                  k=5, permutations=K, seed=1)
+    assert unrelated.calibrated <= 0.05 and unrelated.p_value > 0.05
+    again = metrics.calibrate(a, b, "cka", permutations=K, alpha=0.05, seed=3)
+    np.testing.assert_array_equal(again.null, res.null)
+
+
+@pytest.mark.parametrize("metric,kwargs", [
+    ("mutual_knn", {}), ("cycle_knn", {}), ("lcs_knn", {}), ("edit_distance_knn", {}), ("cka", {}),
+    ("cka", {"kernel": "rbf", "sigma": 2.0}), ("unbiased_cka", {}), ("cknna", {}), ("rsa", {}),
+    ("procrustes", {})])
+def test_fast_permutation_scores_equal_recomputing_on_shuffled_rows(metric, kwargs):
+    a, b = shared_latent(n=40, seed=4)
+    res = metrics.calibrate(a, b, metric, k=4, permutations=5, seed=9, **kwargs)
+    rng = np.random.default_rng(9)
+    for null in res.null:
+        perm = rng.permutation(40)
+        assert null == pytest.approx(metrics.measure(a, b[perm], metric, k=4, **kwargs), abs=1e-9)
+
+
+def test_max_t_null_dominates_the_single_pair_null():
+    rng = np.random.default_rng(5)
+    la, lb = rng.standard_normal((60, 4, 6)), rng.standard_normal((60, 5, 6))
+    maxt = metrics.calibrate_layers(la, lb, "mutual_knn", k=5, permutations=40, seed=2)
+    pa, pb = metrics.prepare(la), metrics.prepare(lb)
+    single = metrics.calibrate(pa[:, 1], pb[:, 3], "mutual_knn", k=5, permutations=40, seed=2)
+    assert np.all(maxt.null >= single.null)
+    assert maxt.threshold > single.threshold
+    assert maxt.score == pytest.approx(metrics.best_layer_pair(la, lb, "mutual_knn", k=5)[0])
+    assert maxt.layers == metrics.best_layer_pair(la, lb, "mutual_knn", k=5)[1]
+
+
+def test_bootstrap_interval():
+    a, b = shared_latent(n=100, seed=6)
+    ci = metrics.bootstrap_ci(a, b, "mutual_knn", k=5, n_boot=300, seed=1)
+    assert ci.method == "queries" and ci.low <= ci.score <= ci.high and ci.high - ci.low < 0.3
+    again = metrics.bootstrap_ci(a, b, "mutual_knn", k=5, n_boot=300, seed=1)
+    assert (again.low, again.high) == (ci.low, ci.high)
+    ci2 = metrics.bootstrap_ci(a, b, "cka", n_boot=50, seed=1)
+    assert ci2.method == "rows" and ci2.low <= ci2.score <= ci2.high

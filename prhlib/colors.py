@@ -282,13 +282,14 @@ def disc_offsets(radius: int) -> np.ndarray:
 
 
 def sample_pixel_pairs(images, n_pairs: int = 300_000, radius: int = 4, seed: int = 0,
-                       alpha_threshold: int = 128, max_rounds: int = 50):
+                       alpha_threshold: int = 128, max_candidates: int | None = None):
     """Sample pairs of nearby pixels: the raw material of the paper's image co-occurrence.
 
-    Each pair: an image chosen with probability proportional to its number of opaque pixels, a pixel
-    uniform among them, and a partner at an offset uniform over the disc of ``radius`` pixels
-    (:func:`disc_offsets`). Candidates whose partner falls outside the image or on a transparent pixel
-    (alpha below ``alpha_threshold``) are rejected and redrawn.
+    Each pair: a pixel drawn uniformly among the opaque pixels of all images together (so an image
+    contributes in proportion to its opaque area), and a partner at an offset drawn uniformly from
+    the disc of ``radius`` pixels (:func:`disc_offsets`). Candidates whose partner falls outside the
+    image or on a transparent pixel (alpha below ``alpha_threshold``) are rejected; sampling is by
+    rejection from all pixels, vectorised over every image at once.
 
     Parameters
     ----------
@@ -296,6 +297,8 @@ def sample_pixel_pairs(images, n_pairs: int = 300_000, radius: int = 4, seed: in
     n_pairs : int
     radius : int
     seed : int
+    max_candidates : int, optional
+        Give up (``ValueError``) after this many candidates; default ``100 * n_pairs + 10**6``.
 
     Returns
     -------
@@ -308,40 +311,36 @@ def sample_pixel_pairs(images, n_pairs: int = 300_000, radius: int = 4, seed: in
     arrays = [_as_rgba(im) for im in images]
     if not arrays:
         raise ValueError("no images given")
-    opaque = [np.flatnonzero(a[..., 3].ravel() >= alpha_threshold) for a in arrays]
-    sizes = np.array([len(o) for o in opaque], dtype=float)
-    if sizes.sum() == 0:
+    heights = np.array([a.shape[0] for a in arrays], dtype=np.int64)
+    widths = np.array([a.shape[1] for a in arrays], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(heights * widths)])
+    pixels = np.concatenate([a.reshape(-1, 4) for a in arrays])
+    opaque = pixels[:, 3] >= alpha_threshold
+    if not opaque.any():
         raise ValueError(f"no image has a pixel with alpha >= {alpha_threshold}")
-    prob = sizes / sizes.sum()
+    limit = int(max_candidates or 100 * n_pairs + 10 ** 6)
     rng = np.random.default_rng(seed)
-    out_a, out_b, have = [], [], 0
-    for _ in range(max_rounds):
-        m = min(4 * (n_pairs - have) + 1024, 4_000_000)
-        which = rng.choice(len(arrays), size=m, p=prob)
+    out_a, out_b, have, tried, rate = [], [], 0, 0, float(opaque.mean())
+    while have < n_pairs:
+        if tried >= limit:
+            raise ValueError(f"only {have} of {n_pairs} pixel pairs found among {tried} candidates: the images "
+                             f"are too small or too transparent for radius {radius}")
+        m = int(min(2_000_000, 1.2 * (n_pairs - have) / max(rate, 1e-3) + 1024, limit - tried))
+        g = rng.integers(len(pixels), size=m)
         off = offsets[rng.integers(len(offsets), size=m)]
-        col_a = np.zeros((m, 3), np.uint8)
-        col_b = np.zeros((m, 3), np.uint8)
-        ok = np.zeros(m, bool)
-        for i in np.unique(which):
-            rows = np.flatnonzero(which == i)
-            arr = arrays[i]
-            h, w = arr.shape[:2]
-            flat = opaque[i][rng.integers(len(opaque[i]), size=len(rows))]
-            y, x = np.divmod(flat, w)
-            y2, x2 = y + off[rows, 0], x + off[rows, 1]
-            inside = (y2 >= 0) & (y2 < h) & (x2 >= 0) & (x2 < w)
-            y2c, x2c = np.clip(y2, 0, h - 1), np.clip(x2, 0, w - 1)
-            good = inside & (arr[y2c, x2c, 3] >= alpha_threshold)
-            col_a[rows] = arr[y, x, :3]
-            col_b[rows] = arr[y2c, x2c, :3]
-            ok[rows] = good
-        out_a.append(col_a[ok])
-        out_b.append(col_b[ok])
+        img = np.searchsorted(starts, g, side="right") - 1
+        h, w = heights[img], widths[img]
+        y, x = np.divmod(g - starts[img], w)
+        y2, x2 = y + off[:, 0], x + off[:, 1]
+        inside = (y2 >= 0) & (y2 < h) & (x2 >= 0) & (x2 < w)
+        g2 = starts[img] + np.clip(y2, 0, h - 1) * w + np.clip(x2, 0, w - 1)
+        ok = opaque[g] & inside & opaque[g2]
+        out_a.append(pixels[g[ok], :3])
+        out_b.append(pixels[g2[ok], :3])
         have += int(ok.sum())
-        if have >= n_pairs:
-            return np.concatenate(out_a)[:n_pairs], np.concatenate(out_b)[:n_pairs]
-    raise ValueError(f"only {have} of {n_pairs} pixel pairs found in {max_rounds} rounds: the images are "
-                     f"too small or too transparent for radius {radius}")
+        tried += m
+        rate = have / tried
+    return np.concatenate(out_a)[:n_pairs], np.concatenate(out_b)[:n_pairs]
 
 
 def quantize(colors, levels: int = 8) -> np.ndarray:
@@ -985,3 +984,53 @@ def group_separation(d, labels, groups=("warm", "cool"), permutations: int = 100
     pool = np.sort(np.append(null, score))
     threshold = float(pool[math.ceil((1 - alpha) * (permutations + 1)) - 1])
     return SeparationResult(score, float(p_value), threshold, null, tuple(groups), sizes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Figures: colours drawn in themselves
+# --------------------------------------------------------------------------------------------------
+
+def scatter_colors(ax, points, hexes, labels=None, size: float = 60.0, fontsize: float = 7.0):
+    """Scatter 2-D ``points`` (n x 2) as dots filled with their own colours (``hexes``), a thin grey
+    edge so that white shows on white, and optional text ``labels``. Returns ``ax``."""
+    points = np.asarray(points, dtype=float)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) != len(hexes):
+        raise ValueError(f"need n x 2 points and n colours, got {points.shape} and {len(hexes)}")
+    ax.scatter(points[:, 0], points[:, 1], c=list(hexes), s=size, edgecolors="0.3", linewidths=0.6, zorder=3)
+    if labels is not None:
+        for (x, y), text in zip(points, labels):
+            ax.annotate(text, (x, y), xytext=(3, 3), textcoords="offset points", fontsize=fontsize, zorder=4)
+    return ax
+
+
+def color_space_3d(layers: dict, title: str = ""):
+    """An interactive plotly 3-D view of colour geometries in CIELAB coordinates.
+
+    Parameters
+    ----------
+    layers : dict name -> (points (n, 3) as (L*, a*, b*), hexes (n,), labels (n,))
+        One legend entry per geometry (click to hide or show it); the first is drawn as filled
+        circles, the others with different marker symbols. Points are drawn in their own colours.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure with axes a* (x), b* (y) and L* (z, vertical).
+    """
+    import plotly.graph_objects as go
+
+    symbols = ("circle", "diamond", "square", "cross", "x", "circle-open", "diamond-open", "square-open")
+    fig = go.Figure()
+    for k, (name, (pts, hexes, labels)) in enumerate(layers.items()):
+        pts = _check_lab(pts)
+        fig.add_trace(go.Scatter3d(
+            x=pts[:, 1], y=pts[:, 2], z=pts[:, 0], mode="markers", name=name,
+            text=[f"{name}: {lab}" for lab in labels], hoverinfo="text",
+            marker=dict(size=7 if k == 0 else 5, color=list(hexes), symbol=symbols[k % len(symbols)],
+                        line=dict(color="#444444", width=1)),
+        ))
+    fig.update_layout(
+        title=title, margin=dict(l=0, r=0, t=40 if title else 10, b=0), legend=dict(x=0.0, y=1.0),
+        scene=dict(xaxis_title="a* (green - red)", yaxis_title="b* (blue - yellow)", zaxis_title="L* (lightness)",
+                   aspectmode="cube"),
+    )
+    return fig

@@ -924,6 +924,21 @@ def get(name: str) -> Encoder:
     return _load(name)
 
 
+def unload() -> None:
+    """Forget every loaded encoder (frees memory, e.g. between large language models in the full profile)."""
+    import gc
+
+    _load.cache_clear()
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass
+
+
 def info(name: str) -> dict:
     """Modality, profile and (for small models, after loading) details such as parameters and sources."""
     where = profile_of(name)

@@ -19,6 +19,7 @@ uses the D65 white point and the 2-degree observer (``L*`` in ``[0, 100]``).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -645,7 +646,8 @@ PAPER_LANGUAGE_MODELS = {
 
 def language_encoder(name: str):
     """An encoder for colour words: a registered :mod:`prhlib.models` name, or one of
-    :data:`PAPER_LANGUAGE_MODELS` (full profile only: they download from the Hugging Face hub)."""
+    :data:`PAPER_LANGUAGE_MODELS` (full profile only: they download from the Hugging Face hub).
+    Each model is loaded once per process."""
     from . import config, models
 
     if name in PAPER_LANGUAGE_MODELS:
@@ -653,10 +655,17 @@ def language_encoder(name: str):
             raise ValueError(f"{name!r} downloads from the Hugging Face hub: it needs the full profile "
                              "(PRH_PROFILE=full); the small profile has glove50, wordllama, minilm_l3_onnx, "
                              "minilm_l6")
-        repo = PAPER_LANGUAGE_MODELS[name]
-        return models.HFText.from_pretrained(name, repo, causal=False, cache_id=repo,
-                                             info={"source": f"Hugging Face {repo}"})
+        return _paper_language_model(name)
     return models.get(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _paper_language_model(name: str):
+    from . import models
+
+    repo = PAPER_LANGUAGE_MODELS[name]
+    return models.HFText.from_pretrained(name, repo, causal=False, cache_id=repo,
+                                         info={"source": f"Hugging Face {repo}"})
 
 
 def paper_layers(n_layers: int) -> list:
@@ -905,24 +914,27 @@ def rsa_test(d_a, d_b, method: str = "spearman", permutations: int = 1000, alpha
         raise ValueError("a dissimilarity matrix is constant off the diagonal: rank correlation undefined")
     rng = np.random.default_rng(seed)
     perms = [rng.permutation(n) for _ in range(permutations)]
+    iu, ju = np.triu_indices(n, 1)
     if method == "spearman":
-        # Ranks of d_b's entries do not change when its labels are permuted: rank once, then permute.
+        # Relabelling the colours of d_b only permutes its upper-triangle entries, so their ranks, mean and
+        # norm never change: rank once, then each permutation is a gather and a dot product.
         ra = stats.rankdata(a)
         ra = (ra - ra.mean()) / np.linalg.norm(ra - ra.mean())
         rb = np.zeros_like(d_b)
-        iu = np.triu_indices(n, 1)
-        rb[iu] = stats.rankdata(d_b[iu])
+        rb[iu, ju] = stats.rankdata(d_b[iu, ju])
         rb = rb + rb.T
+        rb_mean = rb[iu, ju].mean()
+        rb_norm = np.linalg.norm(rb[iu, ju] - rb_mean)
 
-        def corr(p):
-            v = _upper(rb[np.ix_(p, p)])
-            v = v - v.mean()
-            return float(ra @ v / np.linalg.norm(v))
+        def corrs(batch):  # batch: k x n permutations -> k correlations
+            return (rb[batch[:, iu], batch[:, ju]] - rb_mean) @ ra / rb_norm
     else:
-        def corr(p):
-            return float(stats.kendalltau(a, _upper(d_b[np.ix_(p, p)])).statistic)
-    score = corr(np.arange(n))
-    null = np.array([corr(p) for p in perms])
+        def corrs(batch):
+            return np.array([stats.kendalltau(a, d_b[p[iu], p[ju]]).statistic for p in batch])
+    score = float(corrs(np.arange(n)[None, :])[0])
+    perms = np.array(perms).reshape(permutations, n)
+    chunk = max(1, 2_000_000 // max(1, len(iu)))
+    null = np.concatenate([corrs(perms[s:s + chunk]) for s in range(0, permutations, chunk)]).astype(float)
     p_value = (1.0 + (null >= score).sum()) / (permutations + 1.0)
     pool = np.sort(np.append(null, score))
     threshold = float(pool[math.ceil((1 - alpha) * (permutations + 1)) - 1])

@@ -109,7 +109,7 @@ def test_pixel_pairs_skip_transparent_pixels():
 
 def test_pixel_pairs_fail_loudly_on_impossible_input():
     with pytest.raises(ValueError, match="too small"):
-        C.sample_pixel_pairs([np.zeros((1, 1, 3), np.uint8)], n_pairs=10, radius=2, max_rounds=3)
+        C.sample_pixel_pairs([np.zeros((1, 1, 3), np.uint8)], n_pairs=10, radius=2)
     with pytest.raises(ValueError, match="alpha"):
         C.sample_pixel_pairs([np.zeros((5, 5, 4), np.uint8)], n_pairs=10)
     with pytest.raises(ValueError, match="uint8"):
@@ -367,3 +367,34 @@ def test_group_separation_detects_separated_groups_only():
         C.group_separation(d, np.array(["warm"] + ["cool"] * 15))
     with pytest.raises(ValueError, match="one label per row"):
         C.group_separation(d, labels[:5])
+
+
+# --- figure helpers -------------------------------------------------------------------------------
+
+def test_scatter_colors_and_3d_view():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lb = C.named_colors("lindsey_brown")
+    fig, ax = plt.subplots()
+    C.scatter_colors(ax, lb.lab[:, 1:], lb.hex, lb.names)
+    assert len(ax.collections) == 1 and len(ax.texts) == 20
+    with pytest.raises(ValueError, match="n x 2"):
+        C.scatter_colors(ax, lb.lab, lb.hex)
+    plt.close(fig)
+    fig3d = C.color_space_3d({"CIELAB": (lb.lab, lb.hex, lb.names), "copy": (lb.lab + 1, lb.hex, lb.names)})
+    assert [t.name for t in fig3d.data] == ["CIELAB", "copy"]
+    np.testing.assert_allclose(fig3d.data[0].z, lb.lab[:, 0])  # lightness is the vertical axis
+    assert fig3d.data[0].marker.symbol != fig3d.data[1].marker.symbol
+
+
+def test_plotly_html_is_self_contained_and_sized():
+    from prhlib import plotting
+
+    lb = C.named_colors("basic")
+    html = plotting.plotly_html(C.color_space_3d({"CIELAB": (lb.lab, lb.hex, lb.names)}), height=480,
+                                div_id="test-div").data
+    assert 'id="test-div"' in html and "480px" in html
+    assert "cdn.plot.ly/plotly-" in html and "require(" not in html

@@ -1,0 +1,232 @@
+r"""Measurements behind the critiques of chapter 7: what the hypothesis does not claim and where it breaks.
+
+:func:`visible_latent`
+    The part of the toy world's hidden scene that a modality can express.
+:func:`scene_features`
+    A hidden scene as features for the paper's protocol (centred, unit rows).
+:func:`ceiling`
+    Mutual k-NN between what one modality can see and what the other can see: an upper bound on
+    cross-modal alignment under information asymmetry.
+:func:`competence_trend`
+    Does alignment rise with competence? Spearman's rho of raw and calibrated scores.
+:func:`rank_agreement`
+    Do two metrics order the same model pairs the same way? Kendall's tau.
+
+The model-pair grids themselves come from :func:`prhlib.crossmodal.alignment_grid`, the gallery curves
+from :func:`prhlib.crossmodal.gallery_curve`. Everything here is deterministic.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import metrics
+
+#: Columns of :func:`prhlib.world.latent` (one object per scene) that each droppable attribute occupies.
+ATTRIBUTE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "shape": ("shape=circle", "shape=square", "shape=triangle", "shape=cross"),
+    "color": ("L*", "a*", "b*"),
+    "size": ("size",),
+    "position": ("x", "y"),
+}
+
+
+def _as_2d(x, name: str) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be an n x d matrix, got shape {arr.shape}")
+    if arr.shape[0] < 2 or arr.shape[1] < 1:
+        raise ValueError(f"{name} needs at least 2 rows and 1 column, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return arr
+
+
+def _drop_tuple(drop) -> tuple[str, ...]:
+    drop = (drop,) if isinstance(drop, str) else tuple(drop)
+    unknown = [d for d in drop if d not in ATTRIBUTE_COLUMNS]
+    if unknown:
+        raise ValueError(f"unknown attribute(s) {unknown}: choose from {tuple(ATTRIBUTE_COLUMNS)}")
+    return drop
+
+
+def visible_latent(z, drop: Sequence[str] = (), names: Sequence[str] | None = None) -> np.ndarray:
+    """The hidden scene without the attributes a modality cannot express.
+
+    Parameters
+    ----------
+    z : array-like, shape (n, m)
+        :func:`prhlib.world.latent` of one-object scenes.
+    drop : sequence of str
+        Attributes to remove, from ``shape``, ``color``, ``size``, ``position`` (the names of the world's
+        ``text_drop`` / ``image_drop`` options).
+    names : sequence of str, optional
+        Column names of ``z`` (default :func:`prhlib.world.latent_names` for one object).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, m')
+        The remaining columns, in their original order.
+
+    Raises
+    ------
+    ValueError
+        for an unknown attribute, a ``names`` list of the wrong length, or dropping everything.
+    """
+    from . import world
+
+    z = _as_2d(z, "z")
+    names = list(world.latent_names() if names is None else names)
+    if len(names) != z.shape[1]:
+        raise ValueError(f"names has {len(names)} entries but z has {z.shape[1]} columns")
+    removed = {c for d in _drop_tuple(drop) for c in ATTRIBUTE_COLUMNS[d]}
+    missing = removed - set(names)
+    if missing:
+        raise ValueError(f"z has no columns {sorted(missing)} (is it a one-object latent?)")
+    keep = [i for i, c in enumerate(names) if c not in removed]
+    if not keep:
+        raise ValueError("dropping every attribute leaves nothing to compare")
+    return z[:, keep]
+
+
+def scene_features(z) -> np.ndarray:
+    r"""A hidden scene as features for the paper's protocol: centred columns, unit-length rows.
+
+    Dot products of the result are cosine similarities around the scenes' mean, the same neighbourhood
+    notion :func:`prhlib.metrics.prepare` gives a model's features (no clamp: latents have no outliers).
+
+    Parameters
+    ----------
+    z : array-like, shape (n, m)
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, m)
+
+    Raises
+    ------
+    ValueError
+        for NaN/inf, or a row equal to the mean (it has no direction).
+    """
+    z = _as_2d(z, "z")
+    centred = z - z.mean(axis=0, keepdims=True)
+    norms = np.linalg.norm(centred, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        raise ValueError("a scene equals the mean scene exactly: it has no direction after centring")
+    return centred / norms
+
+
+def ceiling(z, drop_a: Sequence[str] = (), drop_b: Sequence[str] = (), k: int = 10,
+            names: Sequence[str] | None = None) -> float:
+    """Mutual k-NN between two *ideal* observers of one hidden scene that see different attributes.
+
+    Observer A sees ``visible_latent(z, drop_a)``, observer B ``visible_latent(z, drop_b)``; both are
+    perfect (no noise, no nuisance). Their agreement bounds what any pair of models of the two
+    modalities can reach on these scenes with this metric: no model can recover an attribute its input
+    does not carry.
+
+    Parameters
+    ----------
+    z : array-like, shape (n, m)
+        :func:`prhlib.world.latent` of one-object scenes.
+    drop_a, drop_b : sequence of str
+        Attributes each observer cannot see.
+    k : int
+    names : sequence of str, optional
+        Column names of ``z``.
+
+    Returns
+    -------
+    float
+        Mutual k-NN in [0, 1]; 1 when both observers see the same attributes (and no ties).
+    """
+    a = scene_features(visible_latent(z, drop_a, names))
+    b = scene_features(visible_latent(z, drop_b, names))
+    return float(metrics.mutual_knn(a, b, k=k))
+
+
+def competence_trend(grid: pd.DataFrame, competence: Mapping[str, float], model: str = "text",
+                     values: Sequence[str] = ("score", "calibrated")) -> pd.DataFrame:
+    """Does alignment rise with competence? Spearman's rho over the cells of alignment grids.
+
+    Parameters
+    ----------
+    grid : pandas.DataFrame
+        Long format with a ``metric`` column, one row per (vision, text, metric) cell and the columns in
+        ``values`` (e.g. :func:`prhlib.crossmodal.alignment_grid` outputs concatenated with a ``metric``
+        column).
+    competence : mapping model name -> float
+        Competence of each model in column ``model`` (e.g. a linear probe's accuracy).
+    model : str
+        The column holding the models whose competence is the x-axis.
+    values : sequence of str
+        Score columns to correlate with competence.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per metric: ``rho_<value>`` for each value and ``cells`` (number of grid cells). A rho
+        is NaN when the scores are all equal (e.g. every calibrated score is 0).
+    """
+    from scipy.stats import spearmanr
+
+    need = ["metric", model, *values]
+    missing = [c for c in need if c not in grid.columns]
+    if missing:
+        raise ValueError(f"grid lacks the column(s) {missing}")
+    unknown = sorted(set(grid[model]) - set(competence))
+    if unknown:
+        raise ValueError(f"no competence given for {unknown}")
+    rows = []
+    for metric, part in grid.groupby("metric", sort=False):
+        if len(part) < 3:
+            raise ValueError(f"metric {metric!r} has {len(part)} cells: need at least 3 for a rank correlation")
+        x = part[model].map(competence).to_numpy(dtype=float)
+        row = {"metric": metric, "cells": len(part)}
+        for v in values:
+            y = part[v].to_numpy(dtype=float)
+            row[f"rho_{v}"] = np.nan if np.ptp(y) == 0 or np.ptp(x) == 0 else float(spearmanr(x, y).statistic)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def rank_agreement(table: pd.DataFrame, value: str = "score", by: str = "metric",
+                   pair: Sequence[str] = ("vision", "text")) -> pd.DataFrame:
+    """Kendall's tau between the orderings of model pairs that different metrics produce.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Long format: one row per (model pair, metric).
+    value : str
+        Column to rank (``score`` or ``calibrated``).
+    by : str
+        Column whose values are compared (the metric).
+    pair : sequence of str
+        Columns identifying a model pair.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Square, metric x metric, Kendall's tau-b (1: same order; 0: unrelated; NaN when a metric gives
+        every pair the same value).
+    """
+    from scipy.stats import kendalltau
+
+    missing = [c for c in (value, by, *pair) if c not in table.columns]
+    if missing:
+        raise ValueError(f"table lacks the column(s) {missing}")
+    wide = table.pivot_table(index=list(pair), columns=by, values=value, sort=False)
+    if len(wide) < 3:
+        raise ValueError(f"need at least 3 model pairs to compare orderings, got {len(wide)}")
+    names = list(wide.columns)
+    out = pd.DataFrame(np.eye(len(names)), index=names, columns=names)
+    for x, y in itertools.combinations(names, 2):
+        u, v = wide[x].to_numpy(), wide[y].to_numpy()
+        tau = np.nan if np.ptp(u) == 0 or np.ptp(v) == 0 else float(kendalltau(u, v).statistic)
+        out.loc[x, y] = out.loc[y, x] = tau
+    return out

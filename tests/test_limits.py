@@ -1,0 +1,112 @@
+"""Tests of prhlib.limits (chapter 7's measurements)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from prhlib import limits, metrics, world
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return world.sample(300, seed=3)
+
+
+def test_visible_latent_drops_exactly_the_attribute_columns(scenes):
+    names = world.latent_names()
+    full = limits.visible_latent(scenes.z)
+    assert np.array_equal(full, scenes.z)
+    no_colour = limits.visible_latent(scenes.z, ("color",))
+    assert no_colour.shape == (300, len(names) - 3)
+    keep = [i for i, c in enumerate(names) if c not in ("L*", "a*", "b*")]
+    assert np.array_equal(no_colour, scenes.z[:, keep])
+    assert limits.visible_latent(scenes.z, "position").shape[1] == len(names) - 2
+
+
+def test_visible_latent_rejects_bad_input(scenes):
+    with pytest.raises(ValueError, match="unknown attribute"):
+        limits.visible_latent(scenes.z, ("texture",))
+    with pytest.raises(ValueError, match="nothing to compare"):
+        limits.visible_latent(scenes.z, tuple(limits.ATTRIBUTE_COLUMNS))
+    with pytest.raises(ValueError, match="names has"):
+        limits.visible_latent(scenes.z, (), names=["a", "b"])
+    with pytest.raises(ValueError, match="n x d"):
+        limits.visible_latent(scenes.z[0])
+    bad = scenes.z.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        limits.visible_latent(bad)
+    with pytest.raises(ValueError, match="no columns"):
+        limits.visible_latent(np.ones((5, 3)), ("color",), names=["x", "y", "size"])
+
+
+def test_scene_features_are_centred_unit_rows(scenes):
+    f = limits.scene_features(scenes.z)
+    assert np.allclose(np.linalg.norm(f, axis=1), 1)
+    centred = scenes.z - scenes.z.mean(0)
+    cos = centred @ centred.T / np.outer(np.linalg.norm(centred, axis=1), np.linalg.norm(centred, axis=1))
+    assert np.allclose(f @ f.T, cos)
+    with pytest.raises(ValueError, match="mean scene"):
+        limits.scene_features(np.array([[0.0, 1.0], [0.0, 3.0], [0.0, 2.0]]))
+
+
+def test_ceiling_is_one_for_identical_views_and_falls_with_asymmetry(scenes):
+    assert limits.ceiling(scenes.z, (), (), k=10) == pytest.approx(1.0)
+    one = limits.ceiling(scenes.z, (), ("color",), k=10)
+    two = limits.ceiling(scenes.z, (), ("color", "position"), k=10)
+    assert 1.0 > one > two > metrics.chance("mutual_knn", n=300, k=10)
+    # symmetric in the two observers
+    assert limits.ceiling(scenes.z, ("color",), (), k=10) == pytest.approx(one)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.sampled_from(list(limits.ATTRIBUTE_COLUMNS)), st.integers(0, 2**16))
+def test_ceiling_is_invariant_to_rescaling_the_hidden_scene(attribute, seed):
+    """Cosine neighbourhoods of centred scenes do not change when Z is scaled by a positive constant."""
+    z = world.sample(80, seed=seed).z
+    assert limits.ceiling(3.7 * z, (), (attribute,), k=5) == pytest.approx(limits.ceiling(z, (), (attribute,), k=5))
+
+
+def _grid():
+    rows = []
+    comp = {"t0": 0.1, "t1": 0.2, "t2": 0.3, "t3": 0.4}
+    for metric, slope in (("rises", 1.0), ("falls", -1.0)):
+        for v in ("v0", "v1"):
+            for t, c in comp.items():
+                rows.append(dict(metric=metric, vision=v, text=t, score=slope * c + (0.01 if v == "v1" else 0),
+                                 calibrated=0.0))
+    return pd.DataFrame(rows), comp
+
+
+def test_competence_trend_signs_and_constant_scores():
+    grid, comp = _grid()
+    trend = limits.competence_trend(grid, comp)
+    assert trend.loc["rises", "rho_score"] > 0.8 and trend.loc["falls", "rho_score"] < -0.8
+    assert np.isnan(trend.loc["rises", "rho_calibrated"])
+    assert trend.loc["rises", "cells"] == 8
+
+
+def test_competence_trend_validates():
+    grid, comp = _grid()
+    with pytest.raises(ValueError, match="no competence"):
+        limits.competence_trend(grid, {"t0": 1.0})
+    with pytest.raises(ValueError, match="lacks"):
+        limits.competence_trend(grid.drop(columns="calibrated"), comp)
+    with pytest.raises(ValueError, match="at least 3"):
+        limits.competence_trend(grid.head(2), comp)
+
+
+def test_rank_agreement_detects_same_and_reversed_orders():
+    grid, _ = _grid()
+    tau = limits.rank_agreement(grid, value="score")
+    assert tau.loc["rises", "rises"] == 1.0
+    assert tau.loc["rises", "falls"] == pytest.approx(tau.loc["falls", "rises"])
+    assert tau.loc["rises", "falls"] < -0.5
+    assert np.isnan(limits.rank_agreement(grid, value="calibrated").loc["rises", "falls"])
+    with pytest.raises(ValueError, match="at least 3"):
+        limits.rank_agreement(grid[grid.text.isin(["t0"])], value="score")
+    with pytest.raises(ValueError, match="lacks"):
+        limits.rank_agreement(grid, value="nope")

@@ -6,8 +6,8 @@ sweep, one metric call per layer pair that re-normalises both layers and recompu
 lists. Both sides run in the same process on the same data with the same thread count, and the
 script prints the ratio plain / prhlib (higher = prhlib faster).
 
-Peak memory of ``mutual_knn`` at n = 40,000 is measured in a fresh subprocess (``ru_maxrss``), so the
-number includes the Python interpreter and PyTorch.
+Peak memory of ``mutual_knn`` at n = 40,000 is measured in a fresh subprocess (its ``VmHWM``, the peak
+resident set), so the number includes the Python interpreter and PyTorch.
 
 Usage::
 
@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -75,14 +74,23 @@ def plain_best_layer_pair(layers_a: torch.Tensor, layers_b: torch.Tensor, k: int
 
 
 # ---------------------------------------------------------------------------------------------
-def timed(fn, repeat: int = 1):
-    """Best wall time of ``repeat`` runs and the last result."""
-    best, out = float("inf"), None
+def timed_pair(plain, fast, repeat: int = 1):
+    """Run ``plain`` and ``fast`` alternately ``repeat`` times (so both see the same machine load).
+
+    Returns the median wall seconds, median CPU seconds (all threads of this process) and the last
+    result of each.
+    """
+    wall = {"plain": [], "fast": []}
+    cpu = {"plain": [], "fast": []}
+    out = {}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        for name, fn in (("plain", plain), ("fast", fast)):
+            c0, t0 = time.process_time(), time.perf_counter()
+            out[name] = fn()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    med = lambda v: float(np.median(v))  # noqa: E731
+    return ({k: med(v) for k, v in wall.items()}, {k: med(v) for k, v in cpu.items()}, out)
 
 
 def shared_latent(n, d_a, d_b, m=16, seed=0, layers=None):
@@ -105,23 +113,27 @@ def bench_mutual_knn(n, d, k, repeat):
     a, b = shared_latent(n, d, d)
     a = torch.nn.functional.normalize(a, dim=-1)
     b = torch.nn.functional.normalize(b, dim=-1)
-    t_plain, s_plain = timed(lambda: plain_mutual_knn(a, b, k), repeat)
-    t_fast, s_fast = timed(lambda: metrics.mutual_knn(a, b, k), repeat)
-    assert abs(s_plain - s_fast) < 1e-5, (s_plain, s_fast)
-    return dict(n=n, d=d, k=k, plain_s=t_plain, prhlib_s=t_fast, ratio=t_plain / t_fast, score=s_fast)
+    wall, cpu, out = timed_pair(lambda: plain_mutual_knn(a, b, k), lambda: metrics.mutual_knn(a, b, k), repeat)
+    assert abs(out["plain"] - out["fast"]) < 1e-5, out
+    return dict(n=n, d=d, k=k, repeat=repeat, plain_s=wall["plain"], prhlib_s=wall["fast"],
+                ratio=wall["plain"] / wall["fast"], plain_cpu_s=cpu["plain"], prhlib_cpu_s=cpu["fast"],
+                cpu_ratio=cpu["plain"] / cpu["fast"], score=out["fast"])
 
 
 def bench_best_layer_pair(n, la, lb, d_a, d_b, k, repeat):
     a, b = shared_latent(n, d_a, d_b, layers=(la, lb))
-    t_plain, (s_plain, ij_plain) = timed(lambda: plain_best_layer_pair(a, b, k), repeat)
-    t_fast, (s_fast, ij_fast) = timed(lambda: metrics.best_layer_pair(a, b, metric="mutual_knn", k=k), repeat)
-    assert abs(s_plain - s_fast) < 1e-5 and tuple(ij_plain) == tuple(ij_fast), (s_plain, ij_plain, s_fast, ij_fast)
-    return dict(n=n, layers=[la, lb], d=[d_a, d_b], k=k, plain_s=t_plain, prhlib_s=t_fast,
-                ratio=t_plain / t_fast, score=s_fast, layers_argmax=list(ij_fast))
+    wall, cpu, out = timed_pair(lambda: plain_best_layer_pair(a, b, k),
+                                lambda: metrics.best_layer_pair(a, b, metric="mutual_knn", k=k), repeat)
+    (s_plain, ij_plain), (s_fast, ij_fast) = out["plain"], out["fast"]
+    assert abs(s_plain - s_fast) < 1e-5 and tuple(ij_plain) == tuple(ij_fast), out
+    return dict(n=n, layers=[la, lb], d=[d_a, d_b], k=k, repeat=repeat, plain_s=wall["plain"],
+                prhlib_s=wall["fast"], ratio=wall["plain"] / wall["fast"], plain_cpu_s=cpu["plain"],
+                prhlib_cpu_s=cpu["fast"], cpu_ratio=cpu["plain"] / cpu["fast"], score=s_fast,
+                layers_argmax=list(ij_fast))
 
 
 BIG_CHILD = """
-import resource, sys, time, torch
+import sys, time, torch
 sys.path.insert(0, {root!r})
 torch.set_num_threads({threads})
 from prhlib import metrics
@@ -130,11 +142,17 @@ g = torch.Generator().manual_seed(0)
 z = torch.randn(n, 16, generator=g)
 a = torch.nn.functional.normalize(z @ torch.randn(16, d, generator=g) + 2 * torch.randn(n, d, generator=g), dim=-1)
 b = torch.nn.functional.normalize(z @ torch.randn(16, d, generator=g) + 2 * torch.randn(n, d, generator=g), dim=-1)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def high_water_kb():
+    # VmHWM: peak resident set of this process image (ru_maxrss would include the parent's peak,
+    # which Linux carries over through fork + exec).
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+base = high_water_kb()
 t0 = time.perf_counter()
 s = metrics.mutual_knn(a, b, k)
 t = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = high_water_kb()
 print(s, t, base, peak)
 """
 
@@ -153,6 +171,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(HERE / "results" / "metrics.json"))
+    parser.add_argument("--only", choices=["knn", "layers", "big"], help="run one benchmark (nothing is written)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -160,21 +179,33 @@ def main(argv=None):
     if args.quick:
         cfg = dict(knn=(1024, 256, 10, 1), layers=(256, 4, 6, 64, 96, 10, 1), big=(8000, 64, 10))
     else:
-        cfg = dict(knn=(4096, 768, 10, 3), layers=(1024, 13, 25, 768, 1024, 10, 1), big=(40000, 64, 10))
+        cfg = dict(knn=(4096, 768, 10, 5), layers=(1024, 13, 25, 768, 1024, 10, 1), big=(40000, 64, 10))
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # pragma: no cover
+        load = float("nan")
 
     results = dict(machine=dict(cpu_count=os.cpu_count(), threads=args.threads, torch=torch.__version__,
                                 python=platform.python_version(), platform=platform.platform()),
-                   date=time.strftime("%Y-%m-%d"), quick=args.quick)
+                   date=time.strftime("%Y-%m-%d"), quick=args.quick, load_average_at_start=load)
+    print(f"{os.cpu_count()} CPUs, {args.threads} threads, 1-minute load average at start: {load:.1f}")
+
+    if args.only:
+        fn = {"knn": bench_mutual_knn, "layers": bench_best_layer_pair,
+              "big": lambda *c: bench_big_memory(*c, threads=args.threads)}[args.only]
+        r = fn(*cfg[args.only])
+        print(json.dumps(r, indent=1))
+        return r
 
     r = bench_mutual_knn(*cfg["knn"])
     results["mutual_knn"] = r
     print(f"mutual_knn n={r['n']} d={r['d']} k={r['k']}: plain {r['plain_s']:.2f} s, prhlib {r['prhlib_s']:.2f} s"
-          f" -> {r['ratio']:.1f}x (target >= 5x)")
+          f" -> {r['ratio']:.1f}x wall, {r['cpu_ratio']:.1f}x CPU time (target >= 5x)")
 
     r = bench_best_layer_pair(*cfg["layers"])
     results["best_layer_pair"] = r
     print(f"best_layer_pair {r['layers'][0]}x{r['layers'][1]} layers, n={r['n']}: plain {r['plain_s']:.1f} s, "
-          f"prhlib {r['prhlib_s']:.2f} s -> {r['ratio']:.1f}x (target >= 10x)")
+          f"prhlib {r['prhlib_s']:.2f} s -> {r['ratio']:.1f}x wall, {r['cpu_ratio']:.1f}x CPU time (target >= 10x)")
 
     r = bench_big_memory(*cfg["big"], threads=args.threads)
     results["mutual_knn_big"] = r

@@ -132,6 +132,10 @@ def _to_tensor(x, name: str) -> torch.Tensor:
 
 
 def _check_finite(t: torch.Tensor, name: str) -> None:
+    # One cheap reduction first: a NaN or inf makes the sum non-finite (so can an overflow of huge
+    # finite values, which the exact check below then clears).
+    if bool(torch.isfinite(t.sum())):
+        return
     finite = torch.isfinite(t)
     if not bool(finite.all()):
         bad = (~finite).nonzero()[0].tolist()
@@ -140,7 +144,7 @@ def _check_finite(t: torch.Tensor, name: str) -> None:
                          "remove or impute them before measuring alignment")
 
 
-def as_matrix(x, name: str = "a") -> torch.Tensor:
+def as_matrix(x, name: str = "a", check_finite: bool = True) -> torch.Tensor:
     """Validate one representation and return it as a 2-D floating-point tensor (n x d).
 
     Parameters
@@ -150,6 +154,8 @@ def as_matrix(x, name: str = "a") -> torch.Tensor:
         become float64); tensors keep their device.
     name : str
         Used in error messages.
+    check_finite : bool
+        Check for NaN and inf (skipped only where the caller already checked).
 
     Raises
     ------
@@ -166,7 +172,8 @@ def as_matrix(x, name: str = "a") -> torch.Tensor:
         raise ValueError(f"{name} needs at least 2 rows (samples), got {t.shape[0]}")
     if t.shape[1] < 1:
         raise ValueError(f"{name} has no columns (features)")
-    _check_finite(t, name)
+    if check_finite:
+        _check_finite(t, name)
     return t
 
 
@@ -213,7 +220,8 @@ def as_layers(layers, name: str = "layers_a") -> list[torch.Tensor]:
             t = t[:, None, :]
         if t.ndim != 3:
             raise ValueError(f"{name} must be n x L x d (or a list of n x d layers), got shape {tuple(t.shape)}")
-        mats = [as_matrix(t[:, i, :], f"{name}[:, {i}]") for i in range(t.shape[1])]
+        _check_finite(t, name)
+        mats = [as_matrix(t[:, i, :], f"{name}[:, {i}]", check_finite=False) for i in range(t.shape[1])]
     rows = {m.shape[0] for m in mats}
     if len(rows) != 1:
         raise ValueError(f"every layer of {name} must have the same number of rows, got {sorted(rows)}")
@@ -266,8 +274,12 @@ def knn(x, k: int = 10, chunk_rows: int | None = None) -> torch.Tensor:
         On the device of ``x``; row i lists i's neighbours by decreasing dot product.
     """
     x = as_matrix(x, "x")
+    return _knn(x, _check_k(k, x.shape[0]), chunk_rows)
+
+
+def _knn(x: torch.Tensor, k: int, chunk_rows: int | None = None) -> torch.Tensor:
+    """:func:`knn` without input validation."""
     n = x.shape[0]
-    k = _check_k(k, n)
     if chunk_rows is None and n * n <= CHUNK_ELEMENTS:
         sims = _self_gram(x)
         sims.fill_diagonal_(-math.inf)
@@ -295,59 +307,87 @@ def _relabel(knn_b: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
     return inv[knn_b[..., perm, :]]
 
 
-def _overlap_rows(knn_a: torch.Tensor, knn_b: torch.Tensor) -> torch.Tensor:
-    """|N_A(i) ∩ N_B(i)| per row; lists hold distinct indices, so duplicates after sorting = overlap.
+def _edge_codes(knn_a: torch.Tensor) -> torch.Tensor:
+    """The neighbour graph of A as sorted integers i * n + j, one per edge i -> j (O(n k) memory)."""
+    n = knn_a.shape[0]
+    rows = torch.arange(n, device=knn_a.device).unsqueeze(1)
+    return (rows * n + knn_a.sort(dim=1).values).flatten()   # sorted: row offsets i * n dominate
 
-    ``knn_b`` may carry leading batch dimensions (e.g. one list per layer); ``knn_a`` broadcasts.
+
+def _edge_lookup(knn_a: torch.Tensor):
+    """A function (i, j) -> is j among A's neighbours of i, for index tensors i, j of one shape.
+
+    A dense n x n boolean table when it is small (n^2 <= CHUNK_ELEMENTS bytes; one gather per query),
+    else a sorted list of edge codes i * n + j searched by bisection (O(n k) memory).
     """
-    knn_a = knn_a.expand_as(knn_b)
-    both = torch.cat([knn_a, knn_b], dim=-1).sort(dim=-1).values
-    return (both[..., 1:] == both[..., :-1]).sum(dim=-1)
+    n = knn_a.shape[0]
+    rows = torch.arange(n, device=knn_a.device).unsqueeze(1)
+    if n * n <= CHUNK_ELEMENTS:
+        table = torch.zeros((n, n), dtype=torch.bool, device=knn_a.device)
+        table[rows, knn_a] = True
+        return lambda i, j: table[i, j]
+    codes = _edge_codes(knn_a)
+
+    def lookup(i, j):
+        q = (i * n + j).reshape(-1)
+        pos = torch.searchsorted(codes, q).clamp_(max=codes.numel() - 1)
+        return (codes[pos] == q).reshape(torch.broadcast_shapes(i.shape, j.shape))
+    return lookup
 
 
-def _cycle_rows(knn_a: torch.Tensor, knn_b: torch.Tensor, block: int = 2**22) -> torch.Tensor:
-    """1 if sample i is among the A-neighbours of one of its B-neighbours, else 0 (per row)."""
-    n, k = knn_a.shape[-2], knn_a.shape[-1]
-    batch = knn_b.shape[:-2]
-    flat_b = knn_b.reshape(-1, n, k)
-    out = torch.empty(flat_b.shape[:2], dtype=torch.bool, device=knn_b.device)
-    rows_per_block = max(1, block // (k * k))
-    for s in range(0, n, rows_per_block):
-        e = min(n, s + rows_per_block)
-        own = torch.arange(s, e, device=knn_b.device).view(1, -1, 1, 1)
-        found = knn_a[flat_b[:, s:e]] == own          # (batch, rows, k, k)
-        out[:, s:e] = found.flatten(2).any(dim=2)
-    return out.reshape(*batch, n)
+def _overlap_rows(knn_a: torch.Tensor, knn_b: torch.Tensor) -> torch.Tensor:
+    """|N_A(i) ∩ N_B(i)| per row: how many B edges i -> j are also A edges.
+
+    ``knn_b`` may carry leading batch dimensions (e.g. one list per layer of B).
+    """
+    rows = torch.arange(knn_a.shape[0], device=knn_b.device).unsqueeze(1)
+    return _edge_lookup(knn_a)(rows.expand_as(knn_b), knn_b).sum(dim=-1)
+
+
+def _cycle_rows(knn_a: torch.Tensor, knn_b: torch.Tensor) -> torch.Tensor:
+    """1 if sample i is among the A-neighbours of one of its B-neighbours j (A edge j -> i), else 0."""
+    rows = torch.arange(knn_a.shape[0], device=knn_b.device).unsqueeze(1)
+    return _edge_lookup(knn_a)(knn_b, rows.expand_as(knn_b)).any(dim=-1)
+
+
+def _antidiagonals(k: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Cells (i, j), 1 <= i, j <= k, of a (k+1) x (k+1) table grouped by i + j: each group depends only
+    on the two previous groups, so a whole anti-diagonal is filled with one vectorised step."""
+    out = []
+    for s in range(2, 2 * k + 1):
+        i = torch.arange(max(1, s - k), min(k, s - 1) + 1, device=device)
+        out.append((i, s - i))
+    return out
 
 
 def _lcs_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Length of the longest common subsequence of each pair of rows (dynamic programme over k x k)."""
+    """Length of the longest common subsequence of each pair of rows (the textbook dynamic programme,
+    filled by anti-diagonals: 2k - 1 vectorised steps instead of k^2)."""
     x = x.expand_as(y)
     k = x.shape[-1]
-    prev = torch.zeros((*y.shape[:-1], k + 1), dtype=torch.long, device=y.device)
-    for i in range(k):
-        cur = torch.zeros_like(prev)
-        for j in range(k):
-            match = x[..., i] == y[..., j]
-            cur[..., j + 1] = torch.where(match, prev[..., j] + 1,
-                                          torch.maximum(prev[..., j + 1], cur[..., j]))
-        prev = cur
-    return prev[..., k]
+    match = x[..., :, None] == y[..., None, :]                      # (..., k, k)
+    dp = torch.zeros((*y.shape[:-1], k + 1, k + 1), dtype=torch.long, device=y.device)
+    for i, j in _antidiagonals(k, y.device):
+        diag = dp[..., i - 1, j - 1] + 1
+        best = torch.maximum(dp[..., i - 1, j], dp[..., i, j - 1])
+        dp[..., i, j] = torch.where(match[..., i - 1, j - 1], diag, best)
+    return dp[..., k, k]
 
 
 def _levenshtein_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Levenshtein distance (insert, delete, substitute: cost 1) between each pair of rows."""
+    """Levenshtein distance (insert, delete, substitute: cost 1) between each pair of rows
+    (dynamic programme filled by anti-diagonals)."""
     x = x.expand_as(y)
     k = x.shape[-1]
-    prev = torch.arange(k + 1, device=y.device).expand(*y.shape[:-1], k + 1).clone()
-    for i in range(1, k + 1):
-        cur = torch.empty_like(prev)
-        cur[..., 0] = i
-        for j in range(1, k + 1):
-            sub = prev[..., j - 1] + (x[..., i - 1] != y[..., j - 1]).long()
-            cur[..., j] = torch.minimum(torch.minimum(prev[..., j] + 1, cur[..., j - 1] + 1), sub)
-        prev = cur
-    return prev[..., k]
+    differ = (x[..., :, None] != y[..., None, :]).long()            # substitution cost
+    dp = torch.zeros((*y.shape[:-1], k + 1, k + 1), dtype=torch.long, device=y.device)
+    dp[..., :, 0] = torch.arange(k + 1, device=y.device)
+    dp[..., 0, :] = torch.arange(k + 1, device=y.device)
+    for i, j in _antidiagonals(k, y.device):
+        sub = dp[..., i - 1, j - 1] + differ[..., i - 1, j - 1]
+        gap = torch.minimum(dp[..., i - 1, j], dp[..., i, j - 1]) + 1
+        dp[..., i, j] = torch.minimum(sub, gap)
+    return dp[..., k, k]
 
 
 def _neighbour_rows(metric: str, knn_a: torch.Tensor, knn_b: torch.Tensor) -> torch.Tensor:
@@ -367,7 +407,7 @@ def _neighbour_rows(metric: str, knn_a: torch.Tensor, knn_b: torch.Tensor) -> to
 def _neighbour_metric(metric: str, a, b, k: int) -> float:
     ta, tb = _pair(a, b)
     k = _check_k(k, ta.shape[0])
-    return float(_neighbour_rows(metric, knn(ta, k), knn(tb, k)).mean())
+    return float(_neighbour_rows(metric, _knn(ta, k), _knn(tb, k)).mean())
 
 
 @_threads_by_size
@@ -480,7 +520,7 @@ def per_sample_scores(a, b, metric: str = "mutual_knn", k: int = 10) -> np.ndarr
                          f"not {metric!r}")
     ta, tb = _pair(a, b)
     k = _check_k(k, ta.shape[0])
-    return _neighbour_rows(metric, knn(ta, k), knn(tb, k)).cpu().numpy()
+    return _neighbour_rows(metric, _knn(ta, k), _knn(tb, k)).cpu().numpy()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -826,6 +866,23 @@ def _condensed_distances(X: torch.Tensor, distance: str) -> torch.Tensor:
     return D[iu[0], iu[1]]
 
 
+def _average_ranks(v: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..m of a 1-D tensor, ties sharing their average rank (as ``scipy.stats.rankdata``)."""
+    values, order = torch.sort(v, stable=True)
+    _, inverse, counts = torch.unique_consecutive(values, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).to(torch.float64)
+    group_rank = ends - (counts.to(torch.float64) - 1) / 2
+    ranks = torch.empty_like(group_rank[inverse])
+    ranks[order] = group_rank[inverse]
+    return ranks
+
+
+def _pearson(u: torch.Tensor, v: torch.Tensor) -> float:
+    u = u - u.mean()
+    v = v - v.mean()
+    return float((u @ v) / torch.sqrt((u @ u) * (v @ v)))
+
+
 @_threads_by_size
 def rsa(a, b, method: str = "spearman", distance: str = "euclidean") -> float:
     """Representational similarity analysis (Kriegeskorte et al. 2008).
@@ -847,24 +904,24 @@ def rsa(a, b, method: str = "spearman", distance: str = "euclidean") -> float:
 
     Notes
     -----
-    Distances are computed in torch (on the input's device); the rank correlation of the
-    n(n-1)/2 values runs on the CPU with SciPy.
+    Spearman runs in torch (on the input's device; ties get average ranks); Kendall's tau-b runs on
+    the CPU with SciPy.
     """
-    from scipy import stats
-
     A, B = _pair(a, b)
+    if method not in ("spearman", "kendall"):
+        raise ValueError(f"method must be 'spearman' or 'kendall', got {method!r}")
     if A.shape[0] < 3:
         raise ValueError("RSA needs n >= 3 samples (at least 3 pairwise distances)")
-    da = _condensed_distances(A, distance).cpu().numpy()
-    db = _condensed_distances(B, distance).cpu().numpy()
+    da = _condensed_distances(A, distance)
+    db = _condensed_distances(B, distance)
     for name, d in (("a", da), ("b", db)):
-        if np.ptp(d) == 0:
+        if bool(d.max() == d.min()):
             raise ValueError(f"all pairwise distances of {name} are equal: a rank correlation is undefined")
     if method == "spearman":
-        return float(stats.spearmanr(da, db).statistic)
-    if method == "kendall":
-        return float(stats.kendalltau(da, db).statistic)
-    raise ValueError(f"method must be 'spearman' or 'kendall', got {method!r}")
+        return _pearson(_average_ranks(da), _average_ranks(db))
+    from scipy import stats
+
+    return float(stats.kendalltau(da.cpu().numpy(), db.cpu().numpy()).statistic)
 
 
 def _procrustes_nuclear(A: torch.Tensor, B: torch.Tensor) -> float:
@@ -925,21 +982,49 @@ def procrustes_distance(a, b, angular: bool = False) -> float:
     return float(math.sqrt(max(2.0 - 2.0 * nuc, 0.0)))
 
 
+def _ridge_fit_loo(X: torch.Tensor, Y: torch.Tensor, alphas: torch.Tensor):
+    r"""Ridge regression with intercept, penalty chosen by exact leave-one-out error.
+
+    With the centred training inputs :math:`X_c = U S V^\top`, the hat matrix of penalty
+    :math:`\alpha` is :math:`H = \mathbf 1\mathbf 1^\top/m + U \,\mathrm{diag}(s^2/(s^2+\alpha))\, U^\top`
+    and the leave-one-out residual of sample i is :math:`(y_i - \hat y_i)/(1 - H_{ii})`; no refits.
+
+    Returns the coefficients (p x q), the intercept (q,) and the chosen alpha.
+    """
+    m = X.shape[0]
+    x_mean, y_mean = X.mean(0), Y.mean(0)
+    Xc, Yc = X - x_mean, Y - y_mean
+    U, S, Vh = torch.linalg.svd(Xc, full_matrices=False)
+    UtY = U.T @ Yc                                                   # (r, q)
+    best = None
+    for alpha in alphas:
+        shrink = S**2 / (S**2 + alpha)                               # (r,)
+        fitted = U @ (shrink[:, None] * UtY)
+        h = 1.0 / m + (U**2) @ shrink
+        loo = ((Yc - fitted) / (1.0 - h)[:, None]).square().mean()
+        if best is None or bool(loo < best[0]):
+            best = (loo, alpha)
+    alpha = best[1]
+    W = Vh.T @ ((S / (S**2 + alpha))[:, None] * UtY)
+    return W, y_mean - x_mean @ W, float(alpha)
+
+
 @_threads_by_size
 def linear_predictivity(a, b, alphas: Sequence[float] = tuple(np.logspace(-3, 3, 13)), folds: int = 5,
                         seed: int = 0) -> float:
-    """Cross-validated ridge-regression R^2 of predicting ``b`` from ``a`` (asymmetric).
+    r"""Cross-validated ridge-regression R^2 of predicting ``b`` from ``a`` (asymmetric).
 
-    For each of ``folds`` folds, a ridge regression from ``a`` to ``b`` is fitted on the other folds
-    (its penalty chosen among ``alphas`` by efficient leave-one-out inside the training folds,
-    sklearn's ``RidgeCV``); the held-out predictions of all folds are pooled and scored with the
-    variance-weighted R^2 over ``b``'s features.
+    The samples are split into ``folds`` folds (shuffled with ``seed``). For each fold a ridge
+    regression with intercept from ``a`` to ``b`` is fitted on the other folds, its penalty chosen
+    among ``alphas`` by exact leave-one-out error inside those training folds; the held-out
+    predictions of all folds are pooled and scored with the variance-weighted R^2 over ``b``'s
+    features: :math:`1 - \sum_j \mathrm{SSE}_j / \sum_j \mathrm{SST}_j`.
 
     Parameters
     ----------
     a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
     alphas : sequence of float
-        Ridge penalties to choose from.
+        Positive ridge penalties to choose from.
     folds : int
         2 <= folds <= n.
     seed : int
@@ -952,25 +1037,28 @@ def linear_predictivity(a, b, alphas: Sequence[float] = tuple(np.logspace(-3, 3,
 
     Notes
     -----
-    Runs on the CPU with scikit-learn (GPU tensors are copied).
+    Computed in torch (float64, on the input's device); with one penalty it agrees with
+    scikit-learn's ``Ridge`` on the same folds.
     """
-    from sklearn.linear_model import RidgeCV
-    from sklearn.metrics import r2_score
-    from sklearn.model_selection import KFold
-
     A, B = _pair(a, b)
     n = A.shape[0]
     if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or not 2 <= folds <= n:
         raise ValueError(f"folds must be an integer between 2 and n = {n}, got {folds!r}")
-    Xa = A.double().cpu().numpy()
-    Yb = B.double().cpu().numpy()
-    if float(Yb.var(axis=0).sum()) == 0:
+    alphas_t = torch.as_tensor(np.asarray(alphas, dtype=float), dtype=torch.float64, device=A.device).flatten()
+    if alphas_t.numel() == 0 or not bool((alphas_t > 0).all()):
+        raise ValueError(f"alphas must be positive ridge penalties, got {list(alphas)}")
+    X, Y = A.double(), B.double()
+    sst = (Y - Y.mean(0)).square().sum()
+    if float(sst) == 0:
         raise ValueError("b has no variance across samples: R^2 divides by it")
-    pred = np.empty_like(Yb)
-    for train, test in KFold(folds, shuffle=True, random_state=seed).split(Xa):
-        model = RidgeCV(alphas=np.asarray(alphas, dtype=float)).fit(Xa[train], Yb[train])
-        pred[test] = model.predict(Xa[test])
-    return float(r2_score(Yb, pred, multioutput="variance_weighted"))
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(n)).to(A.device)
+    pred = torch.empty_like(Y)
+    for test in torch.tensor_split(order, folds):
+        train = torch.ones(n, dtype=torch.bool, device=A.device)
+        train[test] = False
+        W, c, _ = _ridge_fit_loo(X[train], Y[train], alphas_t)
+        pred[test] = X[test] @ W + c
+    return float(1.0 - (Y - pred).square().sum() / sst)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1032,10 +1120,15 @@ def max_score(metric: str, k: int | None = 10) -> float:
 # the paper's protocol: clamp, normalise, best layer pair
 # ------------------------------------------------------------------------------------------------
 def _clamp_threshold(mats: list[torch.Tensor], q: float) -> torch.Tensor:
+    """The official "exact" quantile ``sorted(|x|)[int(q * numel)]`` over all layers, by selection
+    (O(numel)) instead of a full sort."""
+    numel = sum(m.numel() for m in mats)
+    index = min(int(q * numel), numel - 1)
+    if mats[0].device.type == "cpu":
+        flat = np.concatenate([np.abs(m.numpy()).ravel() for m in mats])
+        return torch.tensor(np.partition(flat, index)[index])
     flat = torch.cat([m.abs().flatten() for m in mats])
-    index = int(q * flat.numel())  # the official "exact" quantile: sorted(|x|)[int(q * numel)]
-    index = min(index, flat.numel() - 1)
-    return torch.kthvalue(flat.cpu() if flat.device.type == "mps" else flat, index + 1).values
+    return torch.kthvalue(flat, index + 1).values
 
 
 def _normalise_rows(m: torch.Tensor, name: str) -> torch.Tensor:
@@ -1114,8 +1207,8 @@ def _layer_scorer(metric: str, A: list[torch.Tensor], B: list[torch.Tensor], k: 
 
     if metric in NEIGHBOUR_METRICS:
         k = _check_k(k, n)
-        ka = [knn(x, k) for x in A]
-        kb = torch.stack([knn(y, k) for y in B])          # (Lb, n, k)
+        ka = [_knn(x, k) for x in A]
+        kb = torch.stack([_knn(y, k) for y in B])         # (Lb, n, k)
 
         def score(perm=None):
             kbp = _relabel(kb, perm)
@@ -1184,6 +1277,30 @@ def _layer_scorer(metric: str, A: list[torch.Tensor], B: list[torch.Tensor], k: 
                 for i, (K, mK) in enumerate(zip(Ks, mKs)):
                     out[i, j] = _cka_ratio(_cknna_hsic(K, L, mK, mL, unbiased), kk[i], ll[j], "CKNNA")
             return out
+        return score
+
+    if (metric == "rsa" and kw.get("method", "spearman") == "spearman" and _gram_stack_ok(n, La + Lb)
+            and n >= 3):
+        # Permuting B's rows permutes its distance matrix, hence its matrix of ranks: rank once.
+        distance = kw.get("distance", "euclidean")
+        iu = torch.triu_indices(n, n, offset=1, device=device)
+
+        def centred_rank_matrix(x, name):
+            d = _condensed_distances(x, distance)
+            if bool(d.max() == d.min()):
+                raise ValueError(f"all pairwise distances of {name} are equal: a rank correlation is undefined")
+            r = _average_ranks(d)
+            r = r - r.mean()
+            full = torch.zeros((n, n), dtype=torch.float64, device=device)
+            full[iu[0], iu[1]] = r / r.norm()
+            return full + full.T
+
+        RA = torch.stack([centred_rank_matrix(x, "a")[iu[0], iu[1]] for x in A])      # (La, m)
+        RB = [centred_rank_matrix(y, "b") for y in B]
+
+        def score(perm=None):
+            cols = [(R if perm is None else R[perm][:, perm])[iu[0], iu[1]] for R in RB]
+            return RA @ torch.stack(cols).T
         return score
 
     fn = _metric_fn(metric, k, **kw)

@@ -115,9 +115,9 @@ def test_chunked_neighbour_search_equals_dense(monkeypatch):
     a, b = shared_latent(n=70)
     dense = metrics.knn(a, 5)
     np.testing.assert_array_equal(metrics.knn(a, 5, chunk_rows=9).numpy(), dense.numpy())
-    full = metrics.mutual_knn(a, b, 5)
-    monkeypatch.setattr(metrics, "CHUNK_ELEMENTS", 300)   # forces blocks of 4 rows
-    assert metrics.mutual_knn(a, b, 5) == full
+    full = [metrics.measure(a, b, m, k=5) for m in ("mutual_knn", "cycle_knn")]
+    monkeypatch.setattr(metrics, "CHUNK_ELEMENTS", 300)   # blocks of 4 rows; sorted edge codes, no table
+    assert [metrics.measure(a, b, m, k=5) for m in ("mutual_knn", "cycle_knn")] == full
 
 
 def lcs_py(x, y):
@@ -239,6 +239,17 @@ def test_rsa_matches_scipy():
         assert metrics.rsa(a, b, "kendall", dist) == pytest.approx(kendalltau(da, db).statistic, abs=1e-9)
 
 
+def test_rsa_spearman_handles_tied_distances_like_scipy():
+    from scipy.spatial.distance import pdist
+    from scipy.stats import spearmanr
+
+    grid = np.array([[i, j] for i in range(4) for j in range(4)], dtype=float)   # many equal distances
+    other = grid + np.random.default_rng(0).standard_normal(grid.shape) * 0.3
+    want = spearmanr(pdist(grid), pdist(other)).statistic
+    assert metrics.rsa(grid, other) == pytest.approx(want, abs=1e-12)
+    assert metrics.calibrate(grid, other, "rsa", permutations=3).score == pytest.approx(want, abs=1e-12)
+
+
 def test_procrustes_matches_scipy_orthogonal_procrustes():
     from scipy.linalg import orthogonal_procrustes
 
@@ -262,6 +273,41 @@ def test_svcca_equals_mean_cosine_of_principal_angles():
 
     want = np.cos(subspace_angles(top(a, 4), top(b, 4))).mean()
     assert metrics.svcca(a, b, dim=4) == pytest.approx(want, abs=1e-9)
+
+
+def test_linear_predictivity_agrees_with_sklearn_ridge_on_the_same_folds():
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((90, 6))
+    b = a @ rng.standard_normal((6, 3)) + rng.standard_normal((90, 3))
+    order = np.random.default_rng(0).permutation(90)
+    pred = np.empty_like(b)
+    for test in np.array_split(order, 5):
+        train = np.setdiff1d(np.arange(90), test)
+        pred[test] = Ridge(alpha=2.0).fit(a[train], b[train]).predict(a[test])
+    want = r2_score(b, pred, multioutput="variance_weighted")
+    assert metrics.linear_predictivity(a, b, alphas=[2.0], folds=5, seed=0) == pytest.approx(want, abs=1e-10)
+
+
+def test_ridge_penalty_is_chosen_by_exact_leave_one_out_error():
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((30, 8))
+    b = a[:, :2] @ rng.standard_normal((2, 2)) + 2 * rng.standard_normal((30, 2))
+    alphas = [0.01, 1.0, 10.0, 100.0]
+    loo = []
+    for alpha in alphas:
+        errors = []
+        for i in range(30):
+            keep = np.arange(30) != i
+            errors.append(((Ridge(alpha=alpha).fit(a[keep], b[keep]).predict(a[i:i + 1]) - b[i]) ** 2).mean())
+        loo.append(np.mean(errors))
+    _, _, chosen = metrics._ridge_fit_loo(torch.from_numpy(a), torch.from_numpy(b),
+                                          torch.tensor(alphas, dtype=torch.float64))
+    assert chosen == alphas[int(np.argmin(loo))]
 
 
 def test_linear_predictivity_finds_a_linear_map():
@@ -344,6 +390,9 @@ BAD_INPUTS = [
     (lambda: metrics.calibrate(np.eye(6), np.eye(6), permutations=0), "permutations"),
     (lambda: metrics.calibrate(np.eye(6), np.eye(6), k=2, alpha=1.5), "alpha"),
     (lambda: metrics.bootstrap_ci(np.eye(6), np.eye(6), "linear_predictivity"), "leak"),
+    (lambda: metrics.linear_predictivity(np.eye(6), np.eye(6), alphas=[0.0]), "positive"),
+    (lambda: metrics.linear_predictivity(np.eye(6), np.ones((6, 2))), "no variance"),
+    (lambda: metrics.rsa(np.eye(6), np.eye(6)[::-1], method="pearson"), "spearman"),
     (lambda: metrics.best_layer_pair(np.ones((5, 2, 3)), np.ones((6, 2, 3))), "same samples"),
     (lambda: metrics.best_layer_pair([], [np.eye(4)]), "empty"),
 ]
@@ -401,7 +450,8 @@ def test_calibration_threshold_p_value_and_calibrated_score():
 @pytest.mark.parametrize("metric,kwargs", [
     ("mutual_knn", {}), ("cycle_knn", {}), ("lcs_knn", {}), ("edit_distance_knn", {}), ("cka", {}),
     ("cka", {"kernel": "rbf", "sigma": 2.0}), ("unbiased_cka", {}), ("cknna", {}), ("rsa", {}),
-    ("procrustes", {})])
+    ("rsa", {"distance": "cosine"}), ("rsa", {"method": "kendall"}), ("procrustes", {}), ("svcca", {"dim": 3}),
+    ("linear_predictivity", {})])
 def test_fast_permutation_scores_equal_recomputing_on_shuffled_rows(metric, kwargs):
     a, b = shared_latent(n=40, seed=4)
     res = metrics.calibrate(a, b, metric, k=4, permutations=5, seed=9, **kwargs)

@@ -44,27 +44,21 @@ TEMPLATES = ("The color {}.", "This color is {}.", "The color of this thing is {
 #: American spellings used in sentences, for xkcd names spelled the British way.
 _XKCD_SPELLING = {"gray": "grey"}
 
+#: Names accepted by :func:`named_colors`.
 COLOR_SETS = ("xkcd", "css4", "basic", "lindsey_brown", "munsell")
 
 
 @dataclass(frozen=True)
 class ColorSet:
-    """Named colours with their sRGB and CIELAB coordinates.
+    """Named colours with their sRGB and CIELAB coordinates (``n`` colours)."""
 
-    Attributes
-    ----------
-    names : tuple of str, length n
-    rgb : ndarray, shape (n, 3)
-        sRGB in ``[0, 1]``.
-    lab : ndarray, shape (n, 3)
-        CIELAB (D65), from :func:`to_lab`.
-    source : str
-        Which list the colours come from.
-    """
-
+    #: tuple of ``n`` colour names
     names: tuple
+    #: sRGB in ``[0, 1]``, shape (n, 3)
     rgb: np.ndarray
+    #: CIELAB (D65) from :func:`to_lab`, shape (n, 3)
     lab: np.ndarray
+    #: which list the colours come from
     source: str = ""
 
     def __len__(self) -> int:
@@ -438,26 +432,24 @@ def pmi_dissimilarity(pmi_matrix) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ImageColors:
-    """Colour co-occurrence statistics of an image collection (see :func:`image_cooccurrence`).
+    """Colour co-occurrence statistics of an image collection for ``n`` kept colours (see
+    :func:`image_cooccurrence` and :func:`palette_cooccurrence`)."""
 
-    Attributes
-    ----------
-    bins : ndarray, shape (n,)        grid bin index of each kept colour
-    rgb : ndarray, shape (n, 3)       sRGB of the bin centre
-    lab : ndarray, shape (n, 3)       its CIELAB
-    frequency : ndarray, shape (n,)   share of pixel-pair ends with this colour (among all pairs)
-    counts : ndarray, shape (n, n)    joint counts among kept colours
-    pmi : ndarray, shape (n, n)
-    dissimilarity : ndarray, shape (n, n)   ``-PMI + max(PMI)``, zero diagonal
-    """
-
+    #: grid bin (or palette) index of each kept colour, shape (n,)
     bins: np.ndarray
+    #: sRGB of the bin centre (or palette colour), shape (n, 3)
     rgb: np.ndarray
+    #: its CIELAB, shape (n, 3)
     lab: np.ndarray
+    #: share of pixel-pair ends with this colour (among all sampled pairs), shape (n,)
     frequency: np.ndarray
+    #: symmetric joint counts among the kept colours, shape (n, n)
     counts: np.ndarray
+    #: pointwise mutual information, shape (n, n)
     pmi: np.ndarray
+    #: ``-PMI + max(PMI)`` with a zero diagonal, shape (n, n)
     dissimilarity: np.ndarray
+    #: the arguments that produced these statistics
     params: dict = field(default_factory=dict)
 
     @property
@@ -895,7 +887,7 @@ def rsa_test(d_a, d_b, method: str = "spearman", permutations: int = 1000, alpha
     distance and Abdou et al.'s similarity ``exp(-0.001 dE^2)`` give the same score.
 
     This works on dissimilarity matrices (the image side has no features, only PMI), which is why it
-    lives here; :func:`prhlib.metrics.rsa` computes the same score from two feature matrices.
+    lives here; ``prhlib.metrics.rsa`` computes the same score from two feature matrices.
     """
     from scipy import stats
 

@@ -60,12 +60,11 @@ def input_hash(inputs: Sequence, modality: str) -> str:
     return h.hexdigest()
 
 
-def cache_key(encoder: models.Encoder, inputs_digest: str, n: int) -> dict:
-    """Everything the cached features depend on."""
+def cache_key(cache_id: str, pooling: str, inputs_digest: str, n: int) -> dict:
+    """Everything the cached features depend on: the model's identity and pooling, the inputs, the version."""
     return {
-        "model": encoder.cache_id,
-        "pooling": encoder.pooling,
-        "layers": list(encoder.layer_names),
+        "model": str(cache_id),
+        "pooling": pooling,
         "inputs": inputs_digest,
         "n": int(n),
         "prhlib": __version__,
@@ -84,13 +83,16 @@ def _checksum(arr: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(arr).tobytes(), digest_size=16).hexdigest()
 
 
-def save(path: Path, feats: np.ndarray, key: dict, layer_dims: Sequence[int]) -> None:
-    """Write ``feats`` (n x L x d float32) atomically, with the key and a checksum in the header."""
+def save(path: Path, feats: np.ndarray, key: dict, layer_names: Sequence[str], layer_dims: Sequence[int]) -> None:
+    """Write ``feats`` (n x L x d float32) atomically, with the key, layer names and widths and a checksum."""
     from safetensors.numpy import save_file
 
     feats = np.ascontiguousarray(feats, dtype=np.float32)
     meta = {"key": json.dumps(key, sort_keys=True), "checksum": _checksum(feats),
-            "layer_dims": json.dumps([int(d) for d in layer_dims])}
+            "layer_dims": json.dumps([int(d) for d in layer_dims]),
+            "layer_names": json.dumps([str(x) for x in layer_names])}
+    if not (len(layer_names) == len(layer_dims) == feats.shape[1]):
+        raise ValueError("layer_names and layer_dims must match the features' layer axis")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(fd)
@@ -107,8 +109,8 @@ def save(path: Path, feats: np.ndarray, key: dict, layer_dims: Sequence[int]) ->
             os.remove(tmp)
 
 
-def load(path: Path, key: dict) -> tuple[np.ndarray, tuple[int, ...]] | None:
-    """Cached features and layer widths, or None when the file is missing, partial, corrupt or stale."""
+def load(path: Path, key: dict) -> tuple[np.ndarray, tuple[str, ...], tuple[int, ...]] | None:
+    """Cached features, layer names and widths, or None when the file is missing, partial, corrupt or stale."""
     from safetensors import safe_open
 
     if not path.exists():
@@ -119,16 +121,17 @@ def load(path: Path, key: dict) -> tuple[np.ndarray, tuple[int, ...]] | None:
             feats = fh.get_tensor("features")
         ok = (json.loads(meta.get("key", "null")) == json.loads(json.dumps(key, sort_keys=True))
               and meta.get("checksum") == _checksum(feats)
-              and feats.ndim == 3 and feats.shape[0] == key["n"] and feats.shape[1] == len(key["layers"]))
-        dims = tuple(json.loads(meta.get("layer_dims", "[]")))
-        ok = ok and len(dims) == feats.shape[1]
+              and feats.ndim == 3 and feats.shape[0] == key["n"])
+        dims = tuple(int(d) for d in json.loads(meta.get("layer_dims", "[]")))
+        names = tuple(str(x) for x in json.loads(meta.get("layer_names", "[]")))
+        ok = ok and len(dims) == len(names) == feats.shape[1]
     except Exception as err:  # noqa: BLE001 - any unreadable file is recomputed, never trusted
         log.info("feature cache %s is unreadable (%s): recomputing", path.name, err)
         return None
     if not ok:
         log.info("feature cache %s is stale or corrupt: recomputing", path.name)
         return None
-    return feats, dims
+    return feats, names, dims
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,6 +177,30 @@ def select(feats: np.ndarray, layers, layer_names: Sequence[str], layer_dims: Se
 # ---------------------------------------------------------------------------------------------
 # the public entry point
 # ---------------------------------------------------------------------------------------------
+def _features(model, inputs, batch_size, cache, layers="all") -> tuple[np.ndarray, tuple[str, ...], tuple[int, ...]]:
+    """All layers (n x L x d, zero-padded), layer names and true widths; from the cache when possible."""
+    if isinstance(model, models.Encoder):
+        enc, modality, pooling, cache_id = model, model.modality, model.pooling, model.cache_id
+    else:  # a registered name: the cache is consulted before the model is loaded
+        info = models.spec(model)
+        enc, modality, pooling, cache_id = None, info["modality"], info["pooling"], info["cache_id"]
+    items = models.validate_inputs(inputs, modality)
+    use_cache = bool(cache) and cache_id is not None
+    if use_cache:
+        key = cache_key(cache_id, pooling, input_hash(items, modality), len(items))
+        path = cache_path(key)
+        hit = load(path, key)
+        if hit is not None:
+            return hit
+    enc = enc or models.get(model)
+    layer_indices(layers, enc.layer_names)  # a bad layer request fails before the expensive part
+    feats = enc.embed(items, batch_size=batch_size)
+    names, dims = tuple(enc.layer_names), tuple(enc.layer_dims)  # after embed: TF-IDF sets its width then
+    if use_cache:
+        save(path, feats, key, names, dims)
+    return feats, names, dims
+
+
 def extract(model, inputs, layers="all", batch_size: int | None = None, cache: bool = True) -> np.ndarray:
     """Features of ``inputs`` through every requested layer of ``model``.
 
@@ -196,22 +223,8 @@ def extract(model, inputs, layers="all", batch_size: int | None = None, cache: b
     ValueError
         for an unknown model or layer, inputs of the wrong modality, an empty input list.
     """
-    enc = models.get(model)
-    items = enc.validate(inputs)
-    use_cache = bool(cache) and enc.cache_id is not None
-    if use_cache:
-        key = cache_key(enc, input_hash(items, enc.modality), len(items))
-        path = cache_path(key)
-        hit = load(path, key)
-        if hit is not None:
-            feats, dims = hit
-            return select(feats, layers, enc.layer_names, dims)
-    layer_indices(layers, enc.layer_names)  # fail on a bad layer request before the expensive part
-    feats = enc.embed(items, batch_size=batch_size)
-    dims = enc.layer_dims
-    if use_cache:
-        save(path, feats, key, dims)
-    return select(feats, layers, enc.layer_names, dims)
+    feats, names, dims = _features(model, inputs, batch_size, cache, layers)
+    return select(feats, layers, names, dims)
 
 
 def extract_list(model, inputs, layers="all", batch_size: int | None = None, cache: bool = True) -> list[np.ndarray]:
@@ -224,21 +237,14 @@ def extract_list(model, inputs, layers="all", batch_size: int | None = None, cac
     -------
     list of L np.ndarray, each n x d_l, float32
     """
-    enc = models.get(model)
-    feats = extract(enc, inputs, layers="all", batch_size=batch_size, cache=cache)
-    dims = layer_widths(enc, feats)
-    return [np.ascontiguousarray(feats[:, i, : dims[i]]) for i in layer_indices(layers, enc.layer_names)]
+    feats, names, dims = _features(model, inputs, batch_size, cache, layers)
+    return [np.ascontiguousarray(feats[:, i, : dims[i]]) for i in layer_indices(layers, names)]
 
 
-def layer_widths(model, feats: np.ndarray) -> tuple[int, ...]:
-    """True width of each layer of ``model`` for features returned by ``extract(model, ..., layers="all")``.
-
-    For encoders whose width depends on the inputs (TF-IDF), the width is the feature array's.
-    """
-    enc = models.get(model)
-    if len(enc.layer_dims) == 1:
-        return (feats.shape[2],)
-    return enc.layer_dims
+def layer_info(model, inputs, batch_size: int | None = None, cache: bool = True) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Layer names and true widths of ``model``'s features of ``inputs`` (from the cache when possible)."""
+    _, names, dims = _features(model, inputs, batch_size, cache)
+    return names, dims
 
 
 def clear_cache(model: str | None = None) -> int:
@@ -246,8 +252,8 @@ def clear_cache(model: str | None = None) -> int:
     folder = config.cache_dir("features")
     prefix = None
     if model is not None:
-        enc = models.get(model)
-        prefix = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(enc.cache_id))[:80] + "_n"
+        cache_id = model.cache_id if isinstance(model, models.Encoder) else models.spec(model)["cache_id"]
+        prefix = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(cache_id))[:80] + "_n"
     removed = 0
     for f in folder.glob("*.safetensors"):
         if prefix is None or f.name.startswith(prefix):

@@ -475,20 +475,25 @@ class Pixels(Encoder):
 
 
 class ColorHistogram(Encoder):
-    """Joint RGB colour histogram with ``bins`` levels per channel (``bins**3`` dims, each row sums to 1)."""
+    """Colour histograms: the share of pixels in each of ``bins`` levels of R, of G and of B (``3 * bins`` dims).
 
-    def __init__(self, name: str = "color_hist", bins: int = 8):
+    Per-channel (marginal) histograms rather than a joint ``bins**3`` one: a joint histogram of a drawing is
+    almost all zeros, and the paper's clamp at the 95th percentile of :math:`|x|` would binarise it.
+    Each channel's histogram sums to 1.
+    """
+
+    def __init__(self, name: str = "color_hist", bins: int = 16):
         self.bins = int(bins)
-        super().__init__(name, ["histogram"], [self.bins**3], cache_id=f"{name}-b{self.bins}",
-                         info={"params": 0, "description": f"{self.bins}^3-bin RGB histogram"})
+        super().__init__(name, ["histogram"], [3 * self.bins], cache_id=f"{name}-b{self.bins}",
+                         info={"params": 0, "description": f"RGB histograms, {self.bins} bins per channel"})
 
     def _embed_batch(self, batch):
-        out = np.zeros((len(batch), self.bins**3), dtype=np.float32)
+        out = np.zeros((len(batch), 3 * self.bins), dtype=np.float32)
         for i, im in enumerate(batch):
             q = (np.asarray(im, dtype=np.int64) * self.bins) // 256  # H x W x 3 bin indices
-            flat = (q[..., 0] * self.bins + q[..., 1]) * self.bins + q[..., 2]
-            counts = np.bincount(flat.ravel(), minlength=self.bins**3)
-            out[i] = counts / counts.sum()
+            for c in range(3):
+                counts = np.bincount(q[..., c].ravel(), minlength=self.bins)
+                out[i, c * self.bins : (c + 1) * self.bins] = counts / counts.sum()
         return [out]
 
 
@@ -684,26 +689,40 @@ class WordLlamaText(Encoder):
 
 
 class Tfidf(Encoder):
-    """TF-IDF bag of words, fitted on the inputs themselves (one vocabulary per call; at most ``max_features`` words)."""
+    """TF-IDF bag of words reduced by latent semantic analysis (truncated SVD), fitted on the inputs themselves.
+
+    One vocabulary and one SVD per call (transductive: a baseline, not a model). The SVD keeps
+    ``min(components, n - 1, vocabulary - 1)`` dimensions: raw TF-IDF vectors are over 99 % zeros, which
+    the paper's clamp at the 95th percentile of :math:`|x|` cannot handle.
+    """
 
     modality = "text"
 
-    def __init__(self, name: str = "tfidf", max_features: int = 4096):
+    def __init__(self, name: str = "tfidf", components: int = 256, max_features: int = 8192):
+        self.components = int(components)
         self.max_features = int(max_features)
-        super().__init__(name, ["tfidf"], [self.max_features], cache_id=f"{name}-m{self.max_features}",
-                         info={"params": 0, "description": "TF-IDF fitted on the embedded texts (transductive)"})
+        super().__init__(name, ["tfidf_lsa"], [self.components],
+                         cache_id=f"{name}-lsa{self.components}-m{self.max_features}",
+                         info={"params": 0, "description": f"TF-IDF + LSA ({self.components}-d), fitted on the "
+                                                           "embedded texts (transductive)"})
 
     def embed(self, inputs, batch_size=None, progress=None) -> np.ndarray:
+        from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         texts = self.validate(inputs)
         vec = TfidfVectorizer(max_features=self.max_features, token_pattern=_WORD.pattern, lowercase=True)
         try:
-            x = vec.fit_transform(texts).toarray().astype(np.float32)
+            x = vec.fit_transform(texts)
         except ValueError as err:  # empty vocabulary
             raise ValueError(f"{self.name}: {err}") from None
-        self.layer_dims = (x.shape[1],)
-        return x[:, None, :]
+        k = min(self.components, x.shape[0] - 1, x.shape[1] - 1)
+        if k < 1:
+            raise ValueError(f"{self.name}: need at least 2 texts and 2 distinct words, got {x.shape}")
+        z = TruncatedSVD(n_components=k, algorithm="arpack", random_state=0).fit_transform(x)
+        z = z * np.sign(z[np.abs(z).argmax(axis=0), np.arange(k)])  # fix each component's sign
+        self.layer_dims = (k,)
+        return z.astype(np.float32)[:, None, :]
 
 
 # =============================================================================================
@@ -819,20 +838,20 @@ class OpenClipText(Encoder):
         return [_to_numpy(masked_mean(h, mask)) for h in captured]
 
 
-# name -> (modality, profile, factory)
+# name -> (modality, pooling, factory). The registry name is the model's cache identity.
 _SMALL = {
-    "efficientnet_lite0": ("image", lambda: _efficientnet_lite(0)),
-    "efficientnet_lite1": ("image", lambda: _efficientnet_lite(1)),
-    "efficientnet_lite2": ("image", lambda: _efficientnet_lite(2)),
-    "efficientnet_lite0_random": ("image", lambda: _efficientnet_lite(0, random=True)),
-    "pixels": ("image", Pixels),
-    "color_hist": ("image", ColorHistogram),
-    "tfidf": ("text", Tfidf),
-    "glove50": ("text", Glove),
-    "wordllama": ("text", WordLlamaText),
-    "minilm_l3_onnx": ("text", OnnxMiniLM),
-    "minilm_l6": ("text", _minilm_l6),
-    "minilm_l6_random": ("text", lambda: _minilm_l6(random=True)),
+    "efficientnet_lite0": ("image", "gap", lambda: _efficientnet_lite(0)),
+    "efficientnet_lite1": ("image", "gap", lambda: _efficientnet_lite(1)),
+    "efficientnet_lite2": ("image", "gap", lambda: _efficientnet_lite(2)),
+    "efficientnet_lite0_random": ("image", "gap", lambda: _efficientnet_lite(0, random=True)),
+    "pixels": ("image", "static", Pixels),
+    "color_hist": ("image", "static", ColorHistogram),
+    "tfidf": ("text", "static", Tfidf),
+    "glove50": ("text", "static", Glove),
+    "wordllama": ("text", "static", WordLlamaText),
+    "minilm_l3_onnx": ("text", "mean", OnnxMiniLM),
+    "minilm_l6": ("text", "mean", _minilm_l6),
+    "minilm_l6_random": ("text", "mean", lambda: _minilm_l6(random=True)),
 }
 
 #: The paper's vision models (timm names with tags): ImageNet-21k, MAE, DINOv2, CLIP and CLIP + ImageNet-12k.
@@ -857,16 +876,17 @@ PAPER_LMS = (
 OPEN_CLIP_MODELS = (("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-L-14", "laion2b_s32b_b82k"))
 SENTENCE_ENCODERS = ("sentence-transformers/all-mpnet-base-v2", "sentence-transformers/all-MiniLM-L12-v2")
 
-_FULL: dict[str, tuple[str, Callable[[], Encoder]]] = {}
+_FULL: dict[str, tuple[str, str, Callable[[], Encoder]]] = {}
 for _arch in PAPER_VITS:
-    _FULL[_arch] = ("image", _timm_vit(_arch))
+    _FULL[_arch] = ("image", "cls", _timm_vit(_arch))
 for _repo in PAPER_LMS:
-    _FULL[_repo.split("/")[-1]] = ("text", _hf_lm(_repo))
+    _FULL[_repo.split("/")[-1]] = ("text", "mean", _hf_lm(_repo))
 for _arch, _tag in OPEN_CLIP_MODELS:
     for _tower in ("image", "text"):
-        _FULL[f"openclip_{_arch}_{_tag}_{_tower}"] = (_tower, _open_clip(_arch, _tag, _tower))
+        _FULL[f"openclip_{_arch}_{_tag}_{_tower}"] = (_tower, "cls" if _tower == "image" else "mean",
+                                                      _open_clip(_arch, _tag, _tower))
 for _repo in SENTENCE_ENCODERS:
-    _FULL[_repo.split("/")[-1]] = ("text", _hf_encoder(_repo))
+    _FULL[_repo.split("/")[-1]] = ("text", "mean", _hf_encoder(_repo))
 
 
 def available(modality: str | None = None, profile: str | None = None) -> list[str]:
@@ -883,7 +903,7 @@ def available(modality: str | None = None, profile: str | None = None) -> list[s
     table = dict(_SMALL)
     if profile == "full":
         table.update(_FULL)
-    return [n for n, (mod, _) in table.items() if modality is None or mod == modality]
+    return [n for n, (mod, _, _) in table.items() if modality is None or mod == modality]
 
 
 def profile_of(name: str) -> str:
@@ -899,9 +919,41 @@ def profile_of(name: str) -> str:
 def _load(name: str) -> Encoder:
     _quiet_transformers()
     table = _SMALL if name in _SMALL else _FULL
-    enc = table[name][1]()
+    modality, pooling, factory = table[name]
+    enc = factory()
+    if (enc.modality, enc.pooling) != (modality, pooling):  # pragma: no cover - a registry bug
+        raise RuntimeError(f"registry entry {name!r} disagrees with its encoder")
     enc.name = name
+    enc.cache_id = name
     return enc
+
+
+def spec(name: str) -> dict:
+    """What is known about a registered encoder without loading it: ``modality``, ``pooling``, ``cache_id``, ``profile``.
+
+    Raises
+    ------
+    ValueError
+        for an unknown name, or a full-profile model in the small profile.
+    """
+    where = profile_of(name)
+    if where == "full" and not config.is_full():
+        raise ValueError(
+            f"model {name!r} belongs to the full profile (it downloads weights from a model hub). "
+            "Switch profiles with PRH_PROFILE=full or config.setup(profile='full') on a machine with internet "
+            f"(and ideally a GPU), or pick a small-profile model: {available(profile='small')}"
+        )
+    modality, pooling, _ = (_SMALL if where == "small" else _FULL)[name]
+    return {"name": name, "modality": modality, "pooling": pooling, "cache_id": name, "profile": where}
+
+
+def validate_inputs(inputs, modality: str) -> list:
+    """Inputs as a list for ``modality``: RGB PIL images for ``"image"``, strings for ``"text"``."""
+    if modality == "image":
+        return _check_images(inputs)
+    if modality == "text":
+        return _check_texts(inputs)
+    raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
 
 
 def get(name: str) -> Encoder:
@@ -914,13 +966,7 @@ def get(name: str) -> Encoder:
     """
     if isinstance(name, Encoder):
         return name
-    where = profile_of(name)
-    if where == "full" and not config.is_full():
-        raise ValueError(
-            f"model {name!r} belongs to the full profile (it downloads weights from a model hub). "
-            "Switch profiles with PRH_PROFILE=full or config.setup(profile='full') on a machine with internet "
-            f"(and ideally a GPU), or pick a small-profile model: {available(profile='small')}"
-        )
+    spec(name)
     return _load(name)
 
 
@@ -942,8 +988,8 @@ def unload() -> None:
 def info(name: str) -> dict:
     """Modality, profile and (for small models, after loading) details such as parameters and sources."""
     where = profile_of(name)
-    modality = (_SMALL if where == "small" else _FULL)[name][0]
-    out = {"name": name, "modality": modality, "profile": where}
+    modality, pooling, _ = (_SMALL if where == "small" else _FULL)[name]
+    out = {"name": name, "modality": modality, "profile": where, "pooling": pooling}
     if where == "small" or config.is_full():
         enc = get(name)
         out.update({"pooling": enc.pooling, "layers": len(enc.layer_names), "dims": enc.layer_dims, **enc.info})

@@ -105,7 +105,7 @@ def test_corrupt_or_partial_cache_file_is_recomputed(tmp_cache, damage):
     again = features.extract(enc, images())
     assert enc.calls == 2
     np.testing.assert_array_equal(again, good)
-    assert features.load(path, features.cache_key(enc, features.input_hash(enc.validate(images()), "image"), 6))
+    assert features.load(path, features.cache_key("fake-v1", "static", features.input_hash(enc.validate(images()), "image"), 6))
 
 
 def test_version_or_model_change_invalidates_the_cache(tmp_cache, monkeypatch):
@@ -130,10 +130,10 @@ def test_version_or_model_change_invalidates_the_cache(tmp_cache, monkeypatch):
 def test_stale_key_in_a_file_is_not_trusted(tmp_cache):
     enc = Fake()
     feats = features.extract(enc, images())
-    key = features.cache_key(enc, features.input_hash(enc.validate(images()), "image"), 6)
+    key = features.cache_key("fake-v1", "static", features.input_hash(enc.validate(images()), "image"), 6)
     path = features.cache_path(key)
     wrong = dict(key, inputs="0" * 32)
-    features.save(path, feats + 1, wrong, (3, 5))  # right file name, wrong key inside
+    features.save(path, feats + 1, wrong, ("narrow", "wide"), (3, 5))  # right file name, wrong key inside
     np.testing.assert_array_equal(features.extract(enc, images()), feats)
     assert enc.calls == 2
 
@@ -141,7 +141,14 @@ def test_stale_key_in_a_file_is_not_trusted(tmp_cache):
 def test_real_model_extraction_is_cached_and_deterministic(tmp_cache):
     caps = ["A frog.", "A red apple.", "A fire engine."]
     a = features.extract("glove50", caps)
-    b = features.extract("glove50", caps)
+
+    def no_loading(name):
+        raise AssertionError(f"{name} was loaded although its features are cached")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(models, "_load", no_loading)
+        b = features.extract("glove50", caps)
+        assert features.layer_info("glove50", caps) == (("mean_word_vector",), (50,))
     np.testing.assert_array_equal(a, b)
     assert a.shape == (3, 1, 50)
     hist = features.extract_list("color_hist", images())

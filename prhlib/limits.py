@@ -7,13 +7,15 @@ r"""Measurements behind the critiques of chapter 7: what the hypothesis does not
 :func:`ceiling`
     Mutual k-NN between what one modality can see and what the other can see: an upper bound on
     cross-modal alignment under information asymmetry.
+:func:`calibrated_grid`
+    Raw and maxT-calibrated best-layer scores of every (vision, text) model pair for several metrics.
 :func:`competence_trend`
     Does alignment rise with competence? Spearman's rho of raw and calibrated scores.
 :func:`rank_agreement`
     Do two metrics order the same model pairs the same way? Kendall's tau.
 
-The model-pair grids themselves come from :func:`prhlib.crossmodal.alignment_grid`, the gallery curves
-from :func:`prhlib.crossmodal.gallery_curve`. Everything here is deterministic.
+Chapter 5's single-metric grid is :func:`prhlib.crossmodal.alignment_grid`; the gallery curves are
+:func:`prhlib.crossmodal.gallery_curve`. Everything here is deterministic.
 """
 
 from __future__ import annotations
@@ -147,6 +149,53 @@ def ceiling(z, drop_a: Sequence[str] = (), drop_b: Sequence[str] = (), k: int = 
     a = scene_features(visible_latent(z, drop_a, names))
     b = scene_features(visible_latent(z, drop_b, names))
     return float(metrics.mutual_knn(a, b, k=k))
+
+
+def calibrated_grid(vision: Mapping[str, object], text: Mapping[str, object],
+                    metric_names: Sequence[str] = ("mutual_knn", "cka"), k: int = 10, permutations: int = 200,
+                    alpha: float = 0.05, q: float | None = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Raw and maxT-calibrated best-layer-pair scores for every (vision, text) model pair and metric.
+
+    The multi-metric counterpart of :func:`prhlib.crossmodal.alignment_grid`: each cell is one call of
+    :func:`prhlib.metrics.calibrate_layers` (the same permutations for every cell and metric).
+
+    Parameters
+    ----------
+    vision, text : mapping name -> layers
+        An ``n x L x d`` array or a list of ``n x d_l`` arrays per model, all describing the same ``n``
+        pairs.
+    metric_names : sequence of str
+        From :data:`prhlib.metrics.METRICS`.
+    k : int
+        Neighbours, for the metrics that use them (``k`` is ignored by CKA, SVCCA, RSA, Procrustes and
+        linear predictivity).
+    permutations, alpha, seed
+        Of the permutation test; the smallest reachable p-value is ``1 / (permutations + 1)``.
+    q : float or None
+        Clamp quantile of :func:`prhlib.metrics.prepare` (``None``: layers used as given).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (vision, text, metric): ``score`` (best layer pair, floored at 0), ``threshold``,
+        ``p_value``, ``calibrated``, ``layer_vision``, ``layer_text``.
+    """
+    if not vision or not text:
+        raise ValueError("give at least one vision and one text model")
+    unknown = [m for m in metric_names if m not in metrics.METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}: choose from {metrics.METRICS}")
+    uses_k = set(metrics.NEIGHBOUR_METRICS) | {"cknna"}
+    rows = []
+    for metric in metric_names:
+        for vname, va in vision.items():
+            for tname, tb in text.items():
+                r = metrics.calibrate_layers(va, tb, metric=metric, k=k if metric in uses_k else None, q=q,
+                                             permutations=permutations, alpha=alpha, seed=seed)
+                rows.append({"vision": vname, "text": tname, "metric": metric, "score": r.score,
+                             "threshold": r.threshold, "p_value": r.p_value, "calibrated": r.calibrated,
+                             "layer_vision": int(r.layers[0]), "layer_text": int(r.layers[1])})
+    return pd.DataFrame(rows)
 
 
 def competence_trend(grid: pd.DataFrame, competence: Mapping[str, float], model: str = "text",

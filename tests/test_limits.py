@@ -110,3 +110,23 @@ def test_rank_agreement_detects_same_and_reversed_orders():
         limits.rank_agreement(grid[grid.text.isin(["t0"])], value="score")
     with pytest.raises(ValueError, match="lacks"):
         limits.rank_agreement(grid, value="nope")
+
+
+def test_calibrated_grid_separates_paired_from_unrelated_models():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(120, 5))
+    paired = [np.tanh(z @ rng.normal(size=(5, 16))), z @ rng.normal(size=(5, 8))]   # 2 layers
+    unrelated = [rng.normal(size=(120, 12))]
+    vision = {"v": [z @ rng.normal(size=(5, 10))]}
+    grid = limits.calibrated_grid(vision, {"paired": paired, "noise": unrelated},
+                                  metric_names=("mutual_knn", "cka"), k=5, permutations=30)
+    assert len(grid) == 4 and set(grid.metric) == {"mutual_knn", "cka"}
+    good = grid[grid.text == "paired"]
+    bad = grid[grid.text == "noise"]
+    assert (good.p_value <= 1 / 31 + 1e-12).all() and (good.calibrated > 0).all()
+    assert (bad.calibrated < good.calibrated.min()).all()
+    assert set(grid.layer_text[grid.text == "paired"]) <= {0, 1}
+    with pytest.raises(ValueError, match="unknown metric"):
+        limits.calibrated_grid(vision, {"x": unrelated}, metric_names=("nope",))
+    with pytest.raises(ValueError, match="at least one"):
+        limits.calibrated_grid({}, {"x": unrelated})

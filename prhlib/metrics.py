@@ -8,11 +8,14 @@ comes back. Features are used *as given*, exactly as in the official code of Huh
 
 Local (neighbourhood) metrics, on the k nearest neighbours by dot product, self excluded
     :func:`mutual_knn` (the paper's headline metric), :func:`cycle_knn`, :func:`lcs_knn`,
-    :func:`edit_distance_knn`, and the hybrid :func:`cknna`.
+    :func:`edit_distance_knn`, and the hybrid :func:`cknna`; :func:`knn` gives the neighbour lists and
+    :func:`per_sample_scores` the per-sample terms.
 Global (kernel / geometry) metrics
     :func:`cka` (linear or RBF, biased or unbiased HSIC), :func:`unbiased_cka`, :func:`svcca`,
     :func:`rsa`, :func:`procrustes_distance` / :func:`procrustes_similarity`,
-    :func:`linear_predictivity` (cross-validated ridge :math:`R^2`, asymmetric).
+    :func:`linear_predictivity` (cross-validated ridge :math:`R^2`, asymmetric); :func:`hsic` on kernels.
+Any metric by name
+    :func:`measure` (names in :data:`METRICS`).
 The paper's protocol over layers
     :func:`prepare`, :func:`layer_scores`, :func:`best_layer_pair`.
 How far from chance?
@@ -113,21 +116,23 @@ def _threads_by_size(fn):
 # input validation
 # ------------------------------------------------------------------------------------------------
 def _to_tensor(x, name: str) -> torch.Tensor:
+    """A tensor view of ``x`` (no copy where possible): floats kept, half precision widened to
+    float32, integers and booleans converted to float64."""
     if isinstance(x, torch.Tensor):
         t = x.detach()
     else:
         arr = np.asarray(x)
         if arr.dtype == object:
             raise ValueError(f"{name} must be a numeric array, got an object array (ragged rows?)")
+        if np.iscomplexobj(arr):
+            raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
         t = torch.from_numpy(np.ascontiguousarray(arr))
-    if t.dtype == torch.bool or not (t.is_floating_point() or t.dtype in (
-            torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
-        if t.dtype != torch.bool:
-            raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    if t.is_complex():
+        raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return t.to(torch.float32)
     if not t.is_floating_point():
-        t = t.to(torch.float64)
-    elif t.dtype in (torch.float16, torch.bfloat16):
-        t = t.to(torch.float32)
+        return t.to(torch.float64)
     return t
 
 

@@ -64,8 +64,10 @@ def alignment_grid(vision: Mapping[str, object], text: Mapping[str, object], met
 
     Returns
     -------
-    pandas.DataFrame, one row per cell: ``vision, text, score, calibrated, threshold, p_value,
-    layer_vision, layer_text, chance`` (chance = the metric's analytic level for unrelated data).
+    pandas.DataFrame
+        One row per cell, with columns ``vision``, ``text``, ``score``, ``calibrated``, ``threshold``,
+        ``p_value``, ``layer_vision``, ``layer_text`` and ``chance`` (the metric's analytic level for
+        unrelated data).
     """
     if not vision or not text:
         raise ValueError("give at least one vision and one text model")
@@ -166,7 +168,8 @@ def query_mutual_knn(a, b, n_queries: int, k: int) -> float:
 
     Returns
     -------
-    float, mean over queries of |N_a(i) ∩ N_b(i)| / k
+    float
+        The mean over queries :math:`i` of :math:`|N_a(i) \\cap N_b(i)| / k`.
     """
     a, b = _matrix(a, "a"), _matrix(b, "b")
     n = _same_rows((a, "a"), (b, "b"))

@@ -1,6 +1,6 @@
 """Image--caption pairs: real ones offline (Debian packages), the toy world, and WIT-1024 in ``full``.
 
-Every loader returns ``(images, captions)``: a list of ``n`` RGB :class:`PIL.Image.Image` and a list of
+Every loader returns ``(images, captions)``: a list of ``n`` RGB ``PIL.Image.Image`` and a list of
 ``n`` strings, pair ``i`` being ``(images[i], captions[i])``.
 
 ``tuxpaint``

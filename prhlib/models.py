@@ -7,13 +7,17 @@
 
 Pooling, one rule per family (the paper's, where the paper has one):
 
-``gap``     CNNs: global average pool of the output of every stage (stem, each block stage, head).
-``cls``     ViTs: the CLS token (index 0) of the output of every transformer block, before the final norm.
-``mean``    transformers over text: the mean over non-padding tokens of every hidden state (embeddings
-            and each block); causal LMs are left-padded.
-``static``  one vector per input (bag of words, pixels, histograms): ``L = 1``.
+``gap``
+    CNNs: global average pool of the output of every stage (stem, each block stage, head).
+``cls``
+    ViTs: the CLS token (index 0) of the output of every transformer block, before the final norm.
+``mean``
+    Transformers over text: the mean over non-padding tokens of every hidden state (embeddings and each
+    block); causal LMs are left-padded.
+``static``
+    One vector per input (bag of words, pixels, histograms): ``L = 1``.
 
-Layers of different widths (CNN stages) are zero-padded to the widest; :attr:`Encoder.layer_dims` gives
+Layers of different widths (CNN stages) are zero-padded to the widest; ``Encoder.layer_dims`` gives
 each layer's true width (``feats[:, l, :enc.layer_dims[l]]``). Zero columns change no dot product, norm
 or neighbour set.
 

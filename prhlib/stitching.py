@@ -46,6 +46,7 @@ __all__ = [
     "layer_names",
     "split",
     "feature_shape",
+    "activations",
     "make_stitch",
     "ConvStitch",
     "LinearStitch",
@@ -66,7 +67,6 @@ __all__ = [
     "StitchResult",
     "relative_representation",
     "zero_shot_swap",
-    "retrieval_recall",
 ]
 
 
@@ -176,6 +176,46 @@ def feature_shape(module: nn.Module, example: torch.Tensor) -> tuple[int, ...]:
     with _eval_mode(module):
         out = module(_as_tensor(example, "example"))
     return tuple(out.shape[1:])
+
+
+@torch.no_grad()
+def activations(model, x, layers, batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """Run ``model`` once (eval mode) and keep the unpooled outputs of the named children ``layers``.
+
+    One pass serves several cuts: stitches can then be trained and evaluated on cached activations
+    (a :class:`StitchedModel` with an ``nn.Identity()`` bottom), which is how the frozen sender is
+    paid for only once.
+
+    Parameters
+    ----------
+    model : network accepted by :func:`as_sequential`
+    x : tensor (n, ...)
+    layers : list of str
+        child names; the pass stops after the last one requested.
+
+    Returns
+    -------
+    dict name -> tensor (n, ...)
+    """
+    seq = as_sequential(model)
+    names = [name for name, _ in seq.named_children()]
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    unknown = [name for name in layers if name not in names]
+    if unknown or not layers:
+        raise ValueError(f"unknown layer(s) {unknown or layers}: the layers are {names}")
+    x = _as_tensor(x, "x")
+    last = max(names.index(name) for name in layers)
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    with _eval_mode(seq):
+        for i in range(0, len(x), batch_size):
+            h = x[i:i + batch_size]
+            for j, (name, child) in enumerate(seq.named_children()):
+                h = child(h)
+                if name in out:
+                    out[name].append(h)
+                if j == last:
+                    break
+    return {name: torch.cat(parts) for name, parts in out.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -482,10 +522,13 @@ def _lstsq_affine(a: np.ndarray, b: np.ndarray, ridge: float) -> tuple[np.ndarra
         raise ValueError(f"ridge must be >= 0, got {ridge}")
     mean_a, mean_b = a.mean(0), b.mean(0)
     ac, bc = a - mean_a, b - mean_b
+    # Normal equations (d_a x d_a): fast for the many rows of a convolutional stitch (every pixel is a
+    # row). Without ridge, lstsq on them gives the minimum-norm solution even for dead channels.
+    gram, rhs = ac.T @ ac, ac.T @ bc
     if ridge == 0:
-        w = np.linalg.lstsq(ac, bc, rcond=None)[0]
+        w = np.linalg.lstsq(gram, rhs, rcond=None)[0]
     else:
-        w = np.linalg.solve(ac.T @ ac + ridge * np.eye(a.shape[1]), ac.T @ bc)
+        w = np.linalg.solve(gram + ridge * np.eye(a.shape[1]), rhs)
     return w, mean_b - mean_a @ w
 
 
@@ -526,8 +569,11 @@ def fit_least_squares(model: StitchedModel, x, target_bottom: nn.Module,
     receiver cut at the same place), solve the least-squares problem ``stitch(a) ~ b``. For a
     :class:`ConvStitch` every pixel of every image is one row; ``bn_in`` is set to standardise each
     channel (its running statistics become the data's mean and variance), the 1x1 convolution holds
-    the least-squares solution, ``bn_out`` is set to the identity. The layer computes exactly the
-    fitted affine map in eval mode. If ``b`` is an affine function of ``a`` the fit is exact.
+    the least-squares solution, and ``bn_out`` gets the statistics of the convolution's output with
+    the affine parameters that undo them. The layer then computes exactly the fitted affine map in
+    eval mode, and nearly the same map in train mode (batch statistics close to the data's), so a
+    least-squares fit is also a good starting point for :func:`train_stitch`. If ``b`` is an affine
+    function of ``a`` the fit is exact.
 
     Parameters
     ----------
@@ -564,11 +610,13 @@ def fit_least_squares(model: StitchedModel, x, target_bottom: nn.Module,
         w, c = _lstsq_affine(z.numpy(), b2.numpy(), ridge)
         layer.conv.weight.copy_(torch.from_numpy(w.T).float()[:, :, None, None])
         layer.conv.bias.copy_(torch.from_numpy(c).float())
+        u = z @ torch.from_numpy(w) + torch.from_numpy(c)  # what the convolution outputs
+        u_mean, u_var = u.mean(0), u.var(0, unbiased=False)
         out = layer.bn_out
-        out.running_mean.zero_()
-        out.running_var.fill_(1.0)
-        out.weight.fill_(float(np.sqrt(1.0 + out.eps)))  # cancels the 1/sqrt(1 + eps) of BatchNorm
-        out.bias.zero_()
+        out.running_mean.copy_(u_mean)
+        out.running_var.copy_(u_var)
+        out.weight.copy_(torch.sqrt(u_var + out.eps))  # (u - mean) / sqrt(var + eps) * sqrt(var + eps) + mean = u
+        out.bias.copy_(u_mean)
     elif isinstance(layer, LinearStitch):
         if a.ndim != 2 or b.ndim != 2:
             raise ValueError(f"incompatible activations for a LinearStitch: {tuple(a.shape)} and {tuple(b.shape)}")
@@ -744,30 +792,3 @@ def zero_shot_swap(train_a, y_train, test_b, y_test, anchors_a=None, anchors_b=N
     clf = clone(classifier) if classifier is not None else LogisticRegression(max_iter=2000)
     clf.fit(train_a, y_train)
     return float((clf.predict(test_b) == y_test).mean())
-
-
-def retrieval_recall(queries, gallery, k: int = 1) -> float:
-    """Recall@k of matching pairs by cosine similarity: query ``i``'s true match is gallery row ``i``.
-
-    Parameters
-    ----------
-    queries : array (n, d)
-    gallery : array (n, d)
-    k : int, 1 <= k <= n
-
-    Returns
-    -------
-    float
-        fraction of queries whose match is among their ``k`` most similar gallery rows
-        (chance: ``k / n``). A gallery row tied with the true match counts against it.
-    """
-    q, g = _check_matrix(queries, "queries"), _check_matrix(gallery, "gallery")
-    if q.shape != g.shape:
-        raise ValueError(f"queries and gallery must have the same shape (paired rows), got {q.shape} and {g.shape}")
-    n = len(q)
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be between 1 and n = {n}, got {k}")
-    sims = relative_representation(q, g)
-    true = np.diag(sims)
-    rank = (sims >= true[:, None]).sum(1) - 1  # other gallery rows at least as similar as the match
-    return float((rank < k).mean())

@@ -103,6 +103,22 @@ def test_cutting_never_changes_the_train_eval_mode_of_the_model(task):
         net.eval()
 
 
+def test_activations_match_the_bottoms_and_feed_an_identity_bottom_stitch(task):
+    x = task["x_test"][:40]
+    acts = S.activations(task["a"], x, ["block1", "pool"], batch_size=16)
+    assert set(acts) == {"block1", "pool"}
+    with torch.no_grad():
+        for cut in ("block1", "pool"):
+            assert torch.allclose(acts[cut], S.split(task["a"], cut)[0](x), atol=1e-6)
+    # the same stitch evaluated on cached activations (identity bottom) or on images
+    model = S.stitch(task["a"], task["b"], "block1", example=x[:4])
+    S.fit_least_squares(model, task["x_train"], S.split(task["b"], "block1")[0])
+    cached = S.StitchedModel(nn.Identity(), model.stitch, S.split(task["b"], "block1")[1])
+    assert torch.allclose(S.predict(cached, acts["block1"]), S.predict(model, x), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown layer"):
+        S.activations(task["a"], x, ["block7"])
+
+
 def test_split_errors_name_the_problem(task):
     with pytest.raises(ValueError, match="no layer named 'block9'.*stem"):
         S.split(task["a"], "block9")
@@ -395,21 +411,6 @@ def test_zero_shot_swap_relative_survives_a_rotation_absolute_does_not():
         S.zero_shot_swap(feats_a[tr], y[tr], feats_b[te], y[te], feats_a[anc], feats_b[:10])
     with pytest.raises(ValueError, match="different numbers of rows"):
         S.zero_shot_swap(feats_a[tr], y[:3], feats_b[te], y[te])
-
-
-def test_retrieval_recall():
-    rng = np.random.default_rng(0)
-    g = rng.normal(size=(30, 8))
-    assert S.retrieval_recall(g, g, k=1) == 1.0
-    assert S.retrieval_recall(g[::-1], g, k=30) == 1.0
-    perm = rng.permutation(30)
-    assert S.retrieval_recall(g[perm], g, k=1) == pytest.approx(np.mean(perm == np.arange(30)))
-    dup = np.vstack([g[:1], g[:1]])  # a tie with the true match counts against it
-    assert S.retrieval_recall(dup, dup, k=1) == 0.0
-    with pytest.raises(ValueError, match="k must be"):
-        S.retrieval_recall(g, g, k=31)
-    with pytest.raises(ValueError, match="same shape"):
-        S.retrieval_recall(g, g[:5])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -325,6 +325,22 @@ def latent_kernel(z: np.ndarray, kind: str = "linear", sigma: float | None = Non
     raise ValueError(f"kind must be 'linear' or 'rbf', got {kind!r}")
 
 
+def platonic_features(z: np.ndarray) -> np.ndarray:
+    """``Z`` ready to be scored like a model: columns centred, shaped ``n x 1 x m`` (one "layer").
+
+    Every column of ``Z`` is positive on average (one-hots, sizes, positions), and the paper's
+    protocol compares rows by their cosine: without centring, that common offset would dominate
+    every neighbourhood. Centring makes the cosine kernel of ``Z`` the normalised version of
+    :func:`latent_kernel`'s centred linear kernel.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2:
+        raise ValueError(f"z must be 2-D (n x m), got shape {z.shape}")
+    if not np.all(np.isfinite(z)):
+        raise ValueError("z contains NaN or inf")
+    return (z - z.mean(axis=0, keepdims=True))[:, None, :].astype(np.float32)
+
+
 # --------------------------------------------------------------------------------------------
 # captions
 # --------------------------------------------------------------------------------------------

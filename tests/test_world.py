@@ -155,6 +155,10 @@ def test_latent_kernel():
         world.latent_kernel(np.ones(3))
     with pytest.raises(ValueError, match="kind"):
         world.latent_kernel(z, kind="cosine")
+    p = world.platonic_features(z)
+    assert p.shape == (64, 1, z.shape[1]) and np.allclose(p.mean(axis=0), 0, atol=1e-5)
+    with pytest.raises(ValueError, match="2-D"):
+        world.platonic_features(z[None])
 
 
 def test_z_against_itself_scores_one_and_noise_scores_chance():
@@ -170,6 +174,10 @@ def test_z_against_itself_scores_one_and_noise_scores_chance():
     q = np.linalg.qr(np.random.default_rng(1).normal(size=(z.shape[1], z.shape[1])))[0]
     seen = z @ q + 0.01 * np.random.default_rng(2).normal(size=z.shape)
     assert metrics.mutual_knn(z, seen, k=10) > 0.8
+    # the chapter's protocol: best layer pair against the centred latent
+    zl = world.platonic_features(z)
+    assert metrics.best_layer_pair(zl, zl, k=10)[0] == pytest.approx(1.0)
+    assert metrics.best_layer_pair(noise[:, None, :], zl, k=10)[0] < chance + 0.02
 
 
 def test_bad_options_raise():

@@ -714,7 +714,7 @@ def _check_matrix(x, name: str) -> np.ndarray:
     return x
 
 
-def relative_representation(x, anchors) -> np.ndarray:
+def relative_representation(x, anchors, center: bool = False) -> np.ndarray:
     """Cosine similarity of every row of ``x`` to every anchor (Moschella et al. 2023).
 
     Parameters
@@ -722,12 +722,16 @@ def relative_representation(x, anchors) -> np.ndarray:
     x : array (n, d)
     anchors : array (m, d)
         the *same* anchor samples embedded by the same encoder as ``x``.
+    center : bool
+        subtract the anchors' mean from ``x`` and from the anchors first. The cosine is invariant to
+        rotations, reflections and rescaling of the encoder's space; centring adds invariance to a
+        translation (many encoders put every embedding in one narrow cone, which squeezes all
+        cosines towards 1 by different amounts for different encoders).
 
     Returns
     -------
     array (n, m)
-        ``r[i, j] = <x_i, a_j> / (||x_i|| ||a_j||)``. Invariant to rotations, reflections and
-        rescaling of the encoder's space, which is why two encoders can share it.
+        ``r[i, j] = <x_i, a_j> / (||x_i|| ||a_j||)`` (after centring if asked).
 
     Raises
     ------
@@ -738,14 +742,18 @@ def relative_representation(x, anchors) -> np.ndarray:
     if x.shape[1] != anchors.shape[1]:
         raise ValueError(f"x and anchors have different widths: {x.shape[1]} vs {anchors.shape[1]} "
                          "(embed the anchors with the same encoder as x)")
+    if center:
+        mean = anchors.mean(axis=0)
+        x, anchors = x - mean, anchors - mean
     nx, na = np.linalg.norm(x, axis=1), np.linalg.norm(anchors, axis=1)
     if (nx == 0).any() or (na == 0).any():
-        raise ValueError("a row of x or anchors is all zeros: its cosine similarity is undefined")
+        raise ValueError("a row of x or anchors is all zeros" + (" after centring" if center else "")
+                         + ": its cosine similarity is undefined")
     return (x / nx[:, None]) @ (anchors / na[:, None]).T
 
 
 def zero_shot_swap(train_a, y_train, test_b, y_test, anchors_a=None, anchors_b=None,
-                   classifier=None) -> float:
+                   classifier=None, center: bool = False) -> float:
     """Fit a classifier on encoder A's features, test it on encoder B's features, no retraining.
 
     Parameters
@@ -762,6 +770,8 @@ def zero_shot_swap(train_a, y_train, test_b, y_test, anchors_a=None, anchors_b=N
         used as they are, which needs ``d_a == d_b``.
     classifier : scikit-learn estimator, optional
         default ``LogisticRegression(max_iter=2000)``; it is cloned, never modified.
+    center : bool
+        centre on the anchors' mean before the cosine (see :func:`relative_representation`).
 
     Returns
     -------
@@ -784,8 +794,8 @@ def zero_shot_swap(train_a, y_train, test_b, y_test, anchors_a=None, anchors_b=N
         if len(anchors_a) != len(anchors_b):
             raise ValueError(f"anchors_a and anchors_b must be the same samples: {len(anchors_a)} vs "
                              f"{len(anchors_b)} rows")
-        train_a = relative_representation(train_a, anchors_a)
-        test_b = relative_representation(test_b, anchors_b)
+        train_a = relative_representation(train_a, anchors_a, center=center)
+        test_b = relative_representation(test_b, anchors_b, center=center)
     elif train_a.shape[1] != test_b.shape[1]:
         raise ValueError(f"absolute swap needs equal widths, got {train_a.shape[1]} and {test_b.shape[1]}; "
                          "pass anchors for a relative swap")

@@ -376,11 +376,27 @@ def test_relative_representation_is_invariant_to_rotation_and_scale(seed, d, sca
     assert np.all(np.abs(r0) <= 1 + 1e-12)
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), d=st.integers(2, 10), scale=st.floats(0.01, 100.0),
+       shift=st.floats(-50.0, 50.0))
+def test_centred_relative_representation_is_also_invariant_to_translation(seed, d, scale, shift):
+    rng = np.random.default_rng(seed)
+    x, anchors = rng.normal(size=(20, d)), rng.normal(size=(7, d))
+    q, t = _random_orthogonal(d, rng), shift * rng.normal(size=d)
+    r0 = S.relative_representation(x, anchors, center=True)
+    r1 = S.relative_representation(scale * x @ q + t, scale * anchors @ q + t, center=True)
+    np.testing.assert_allclose(r0, r1, atol=1e-8)
+    r_raw = S.relative_representation(x + 10.0, anchors + 10.0)
+    assert not np.allclose(r_raw, S.relative_representation(x, anchors), atol=1e-3)
+
+
 def test_relative_representation_errors():
     with pytest.raises(ValueError, match="different widths"):
         S.relative_representation(np.ones((3, 4)), np.ones((2, 5)))
     with pytest.raises(ValueError, match="all zeros"):
         S.relative_representation(np.zeros((3, 4)), np.ones((2, 4)))
+    with pytest.raises(ValueError, match="after centring"):
+        S.relative_representation(np.ones((3, 4)), np.ones((2, 4)), center=True)
     with pytest.raises(ValueError, match="2-D"):
         S.relative_representation(np.ones(4), np.ones((2, 4)))
     with pytest.raises(ValueError, match="NaN"):
@@ -402,6 +418,11 @@ def test_zero_shot_swap_relative_survives_a_rotation_absolute_does_not():
     absolute = S.zero_shot_swap(feats_a[tr], y[tr], feats_b[te], y[te])
     assert base >= 0.95 and rel_base >= 0.95
     assert rel == pytest.approx(rel_base)
+    centred_base = S.zero_shot_swap(feats_a[tr], y[tr], feats_a[te], y[te], feats_a[anc], feats_a[anc],
+                                    center=True)
+    shifted = S.zero_shot_swap(feats_a[tr], y[tr], feats_b[te] + 5.0, y[te], feats_a[anc],
+                               feats_b[anc] + 5.0, center=True)
+    assert shifted == pytest.approx(centred_base)
     assert absolute < 0.7
     with pytest.raises(ValueError, match="equal widths"):
         S.zero_shot_swap(feats_a[tr], y[tr], feats_a[te, :5], y[te])

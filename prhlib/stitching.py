@@ -64,6 +64,8 @@ __all__ = [
     "agreement",
     "stitching_penalty",
     "evaluate_stitch",
+    "compare_cuts",
+    "METHODS",
     "StitchResult",
     "relative_representation",
     "zero_shot_swap",
@@ -700,6 +702,83 @@ def evaluate_stitch(model: StitchedModel, receiver: nn.Module, x, y=None,
     acc_s = accuracy(model, x, y, task_slices, batch_size)
     acc_r = accuracy(receiver, xr, y, task_slices, batch_size)
     return StitchResult(acc_s, acc_r, stitching_penalty(acc_s, acc_r))
+
+
+METHODS = ("lstsq", "task", "lstsq+task", "identity")
+
+
+def compare_cuts(sender_train: dict, sender_test: dict, receiver_train: dict, receiver_test: dict,
+                 receiver, y_train=None, y_test=None, cuts=None, methods=("lstsq", "task", "identity"),
+                 soft_targets: bool = False, task_slices=None, epochs: int = 3, lr: float = 1e-2,
+                 batch_size: int = 64, ridge: float = 0.0, seed: int = 0) -> list[dict]:
+    """Stitch a sender into ``receiver`` at several cuts, from cached activations, by several methods.
+
+    Each stitch is a :class:`StitchedModel` with an identity bottom fed the sender's activations
+    (from :func:`activations`) and the receiver's top after the same cut.
+
+    Parameters
+    ----------
+    sender_train, sender_test : dict cut -> tensor (n, ...)
+        the sender's activations on the training and test inputs.
+    receiver_train, receiver_test : dict cut -> tensor (n, ...)
+        the receiver's activations on the *same* inputs (least-squares targets; the receiver's own
+        test score comes from ``receiver_test``).
+    receiver : network accepted by :func:`as_sequential`
+    y_train : labels ``(n,)`` / ``(n, T)``, or the receiver's logits with ``soft_targets=True``;
+        needed by the ``task`` methods.
+    y_test : labels, or ``None`` to score agreement with the receiver's own predictions.
+    cuts : list of str, default every key of ``sender_test``.
+    methods : any of ``"lstsq"`` (direct matching, :func:`fit_least_squares`), ``"task"`` (trained
+        on the task loss from a random initialisation, :func:`train_stitch`), ``"lstsq+task"``
+        (least squares, then the task loss), ``"identity"`` (no stitch; skipped where shapes differ).
+    soft_targets, task_slices, epochs, lr, batch_size, seed : passed to :func:`train_stitch`.
+    ridge : passed to :func:`fit_least_squares`.
+
+    Returns
+    -------
+    list of dict
+        one record per (cut, method): ``cut``, ``method``, ``stitched``, ``receiver``, ``penalty``.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}: choose from {METHODS}")
+    if any(m != "identity" and m != "lstsq" for m in methods) and y_train is None:
+        raise ValueError("the 'task' methods need y_train (labels, or the receiver's logits with soft_targets)")
+    cuts = list(sender_test) if cuts is None else list(cuts)
+    for name, acts in (("sender_train", sender_train), ("sender_test", sender_test),
+                       ("receiver_train", receiver_train), ("receiver_test", receiver_test)):
+        missing = [c for c in cuts if c not in acts]
+        if missing:
+            raise ValueError(f"{name} has no activations for cut(s) {missing}")
+    records = []
+    for cut in cuts:
+        a_tr, a_te = _as_tensor(sender_train[cut], "sender_train"), _as_tensor(sender_test[cut], "sender_test")
+        b_tr, b_te = receiver_train[cut], receiver_test[cut]
+        if len(a_tr) != len(b_tr) or len(a_te) != len(b_te):
+            raise ValueError(f"cut {cut!r}: sender and receiver activations describe different numbers of inputs")
+        _, top = split(receiver, cut)
+        receiver_top = StitchedModel(nn.Identity(), nn.Identity(), top)
+        labels = predicted_labels(receiver_top, b_te, task_slices) if y_test is None else y_test
+        acc_receiver = accuracy(receiver_top, b_te, labels, task_slices)
+        for method in methods:
+            if method == "identity":
+                if tuple(a_te.shape[1:]) != tuple(b_te.shape[1:]):
+                    continue
+                layer = identity_stitch(a_te.shape[1:], b_te.shape[1:])
+            else:
+                with torch.random.fork_rng(devices=[]):  # a seeded initialisation, global RNG untouched
+                    torch.manual_seed(seed)
+                    layer = make_stitch(a_te.shape[1:], b_te.shape[1:])
+            model = StitchedModel(nn.Identity(), layer, top)
+            if method in ("lstsq", "lstsq+task"):
+                fit_least_squares(model, a_tr, nn.Identity(), x_target=b_tr, ridge=ridge)
+            if method in ("task", "lstsq+task"):
+                train_stitch(model, a_tr, y_train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                             soft_targets=soft_targets, task_slices=task_slices)
+            acc = accuracy(model, a_te, labels, task_slices)
+            records.append({"cut": cut, "method": method, "stitched": acc, "receiver": acc_receiver,
+                            "penalty": stitching_penalty(acc, acc_receiver)})
+    return records
 
 
 # ----------------------------------------------------------------------------------------------

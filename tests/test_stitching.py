@@ -466,3 +466,44 @@ def test_multitask_head_stitching(task):
         S.train_stitch(model, x_tr, task["y_train"][:, None].repeat(1, 3), task_slices=slices)
     with pytest.raises(ValueError, match="task_slices must be"):
         S.accuracy(net, x_te, y_te, task_slices={"a": 3})
+
+
+# ----------------------------------------------------------------------------------------------
+# compare_cuts: many stitches from cached activations
+# ----------------------------------------------------------------------------------------------
+def test_compare_cuts_matches_direct_stitches_and_is_deterministic(task):
+    cuts = ["block1", "pool"]
+    acts = {(name, split): S.activations(task[name], task[f"x_{split}"], cuts)
+            for name in ("a", "b") for split in ("train", "test")}
+    kw = dict(sender_train=acts["a", "train"], sender_test=acts["a", "test"],
+              receiver_train=acts["b", "train"], receiver_test=acts["b", "test"], receiver=task["b"],
+              y_train=task["y_train"], y_test=task["y_test"], epochs=2,
+              methods=("lstsq", "task", "lstsq+task", "identity"))
+    recs = S.compare_cuts(**kw)
+    assert [(r["cut"], r["method"]) for r in recs] == [(c, m) for c in cuts
+                                                        for m in ("lstsq", "task", "lstsq+task", "identity")]
+    assert recs == S.compare_cuts(**kw)
+    receiver_acc = S.accuracy(task["b"], task["x_test"], task["y_test"])
+    direct = S.stitch(task["a"], task["b"], "block1", example=task["x_train"][:4])
+    S.fit_least_squares(direct, task["x_train"], S.split(task["b"], "block1")[0])
+    acc = S.accuracy(direct, task["x_test"], task["y_test"])
+    rec = recs[0]
+    assert rec["receiver"] == pytest.approx(receiver_acc)
+    assert rec["stitched"] == pytest.approx(acc, abs=1 / len(task["x_test"]))
+    assert rec["penalty"] == pytest.approx(rec["stitched"] - rec["receiver"])
+    # without test labels: agreement with the receiver, which then scores 1
+    agree = S.compare_cuts(**{**kw, "y_test": None, "methods": ("lstsq",)})
+    assert all(r["receiver"] == 1.0 for r in agree)
+
+
+def test_compare_cuts_errors(task):
+    acts = S.activations(task["a"], task["x_test"][:20], ["block1"])
+    with pytest.raises(ValueError, match="unknown method"):
+        S.compare_cuts(acts, acts, acts, acts, task["b"], methods=("magic",))
+    with pytest.raises(ValueError, match="need y_train"):
+        S.compare_cuts(acts, acts, acts, acts, task["b"], methods=("task",))
+    with pytest.raises(ValueError, match="no activations for cut"):
+        S.compare_cuts(acts, acts, acts, acts, task["b"], cuts=["pool"], methods=("lstsq",))
+    short = {"block1": acts["block1"][:10]}
+    with pytest.raises(ValueError, match="different numbers of inputs"):
+        S.compare_cuts(acts, acts, short, acts, task["b"], methods=("lstsq",))

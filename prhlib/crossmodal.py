@@ -11,6 +11,7 @@ row i of every input describes pair i.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Mapping, Sequence
 
@@ -18,6 +19,29 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# threads
+# ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def single_thread():
+    """Run PyTorch and BLAS on one thread inside the block (restored afterwards).
+
+    The experiments here are many small operations (neighbour lists of n < 10,000 samples, ridge fits
+    on a few hundred rows). Their thread start-up and synchronisation cost more than they gain: measured
+    on a shared 2-core machine, a maxT calibration ran 10-15x faster on one thread than on two.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,8 +98,9 @@ def alignment_grid(vision: Mapping[str, object], text: Mapping[str, object], met
     rows = []
     for vname, va in vision.items():
         for tname, tb in text.items():
-            r = metrics.calibrate_layers(va, tb, metric=metric, k=k, q=q, permutations=permutations,
-                                         alpha=alpha, seed=seed)
+            with single_thread():
+                r = metrics.calibrate_layers(va, tb, metric=metric, k=k, q=q, permutations=permutations,
+                                             alpha=alpha, seed=seed)
             n = len(va[0]) if isinstance(va, (list, tuple)) else np.shape(va)[0]
             rows.append({"vision": vname, "text": tname, "score": r.score, "calibrated": r.calibrated,
                          "threshold": r.threshold, "p_value": r.p_value, "layer_vision": int(r.layers[0]),
@@ -131,7 +156,7 @@ def probe_accuracy(feats, labels: Sequence, groups: Sequence | None = None, fold
         _same_rows((x, "feats"), (g, "groups"))
         cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         kw["groups"] = g
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), single_thread():
         # classes rarer than `folds` cannot appear in every fold: stratification is then approximate
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         scores = cross_val_score(clf, x, y, cv=cv, **kw)
@@ -228,7 +253,8 @@ def gallery_curve(a, b, n_queries: int, sizes: Sequence[int], ks: Sequence = (1,
                 k = _resolve_k(rule, size)
                 if k > size - 1:
                     raise ValueError(f"k={k} is too large for a gallery of {size}")
-                score = query_mutual_knn(a[idx], b[idx], n_queries, k)
+                with single_thread():
+                    score = query_mutual_knn(a[idx], b[idx], n_queries, k)
                 rows.append({"size": size, "k": k, "k_rule": f"k = {rule}", "repeat": r, "score": score,
                              "chance": k / (size - 1)})
     return pd.DataFrame(rows)
@@ -315,8 +341,9 @@ def retrieval(x, y, ids: Sequence, train_fraction: float = 0.5, seed: int = 0, s
     perm = rng.permutation(n)
     tr, te = np.sort(perm[:n_train]), np.sort(perm[n_train:])
     y_fit = y[tr][rng.permutation(n_train)] if shuffle_train else y[tr]
-    model = RidgeCV(alphas=list(alphas)).fit(x[tr], y_fit)
-    pred = _unit_rows(model.predict(x[te]), "predictions")
+    with single_thread():
+        model = RidgeCV(alphas=list(alphas)).fit(x[tr], y_fit)
+        pred = _unit_rows(model.predict(x[te]), "predictions")
     sims = pred @ y[te].T
     return {
         "x_to_y": rank_accuracy(sims, ids[te], ids[te], tops),

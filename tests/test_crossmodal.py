@@ -163,3 +163,15 @@ def test_last_layer():
     np.testing.assert_array_equal(cm.last_layer([f[:, 0], f[:, 1, :2]]), f[:, 1, :2])
     with pytest.raises(ValueError):
         cm.last_layer(np.zeros((2, 3)))
+
+
+def test_single_thread_restores_the_thread_count():
+    import torch
+
+    before = torch.get_num_threads()
+    with cm.single_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), cm.single_thread():
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before

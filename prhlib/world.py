@@ -45,8 +45,9 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 }
 COLORS: tuple[str, ...] = tuple(PALETTE)
 
-#: Attributes of an object, and the classification tasks defined on them.
+#: Attributes of an object.
 ATTRIBUTES: tuple[str, ...] = ("shape", "color", "size", "x", "y")
+#: Classification tasks: each attribute of the leftmost object, and the number of objects.
 TASKS: tuple[str, ...] = ATTRIBUTES + ("count",)
 
 #: Object diameter as a fraction of the image side: uniform on this interval.
@@ -241,7 +242,7 @@ def _lab(name: str) -> np.ndarray:
     return _LAB_CACHE[name]
 
 
-def _group_scales() -> dict[str, float]:
+def group_scales() -> dict[str, float]:
     """Scale of each attribute group so that, for two independent random objects, each group's
     expected squared distance is 1 (exact for the sampling of :func:`sample_scenes`).
 
@@ -272,13 +273,13 @@ def latent(scenes: list[Scene], max_objects: int | None = None) -> np.ndarray:
     """The hidden scene as numbers: ``Z`` of shape ``n x m``.
 
     Per object: one-hot shape (4), CIELAB of the colour (3), size, x, y; each group multiplied by
-    the scale of :func:`_group_scales`, so shape, colour, size, x and y weigh the same in distances.
+    the scale of :func:`group_scales`, so shape, colour, size, x and y weigh the same in distances.
     With ``max_objects > 1``, slots are ordered left to right, each led by a presence flag; empty
     slots are zeros.
     """
     if max_objects is None:
         max_objects = max(len(s.objects) for s in scenes)
-    sc = _group_scales()
+    sc = group_scales()
     rows = []
     for s in scenes:
         if len(s.objects) > max_objects:

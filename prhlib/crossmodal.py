@@ -91,7 +91,7 @@ def alignment_grid(vision: Mapping[str, object], text: Mapping[str, object], met
     pandas.DataFrame
         One row per cell, with columns ``vision``, ``text``, ``score``, ``calibrated``, ``threshold``,
         ``p_value``, ``layer_vision``, ``layer_text`` and ``chance`` (the metric's analytic level for
-        unrelated data).
+        unrelated data at the best layer pair's widths; NaN for metrics without one).
     """
     if not vision or not text:
         raise ValueError("give at least one vision and one text model")
@@ -101,11 +101,25 @@ def alignment_grid(vision: Mapping[str, object], text: Mapping[str, object], met
             with single_thread():
                 r = metrics.calibrate_layers(va, tb, metric=metric, k=k, q=q, permutations=permutations,
                                              alpha=alpha, seed=seed)
-            n = len(va[0]) if isinstance(va, (list, tuple)) else np.shape(va)[0]
+            i, j = int(r.layers[0]), int(r.layers[1])
+            n, d_a = _layer_shape(va, i)
+            _, d_b = _layer_shape(tb, j)
+            try:
+                level = metrics.chance(metric, n, k=k, d_a=d_a, d_b=d_b)
+            except ValueError:  # no analytic chance level for this metric: the calibration is the reference
+                level = float("nan")
             rows.append({"vision": vname, "text": tname, "score": r.score, "calibrated": r.calibrated,
-                         "threshold": r.threshold, "p_value": r.p_value, "layer_vision": int(r.layers[0]),
-                         "layer_text": int(r.layers[1]), "chance": metrics.chance(metric, n, k=k)})
+                         "threshold": r.threshold, "p_value": r.p_value, "layer_vision": i,
+                         "layer_text": j, "chance": level})
     return pd.DataFrame(rows)
+
+
+def _layer_shape(layers, i: int) -> tuple[int, int]:
+    """(n, d) of layer ``i`` of layered features (n x L x d array or list of n x d_l)."""
+    if isinstance(layers, (list, tuple)):
+        return tuple(np.shape(layers[i]))
+    n, _, d = np.shape(layers)
+    return n, d
 
 
 # ---------------------------------------------------------------------------------------------

@@ -90,8 +90,9 @@ def alignment_grid(vision: Mapping[str, object], text: Mapping[str, object], met
     -------
     pandas.DataFrame
         One row per cell, with columns ``vision``, ``text``, ``score``, ``calibrated``, ``threshold``,
-        ``p_value``, ``layer_vision``, ``layer_text`` and ``chance`` (the metric's analytic level for
-        unrelated data at the best layer pair's widths; NaN for metrics without one).
+        ``p_value``, ``layer_vision``, ``layer_text`` and ``chance`` (:math:`k/(n-1)` for mutual k-NN,
+        exact for any features; NaN for other metrics, whose analytic levels assume Gaussian features:
+        compare with ``threshold``, the measured null, instead).
     """
     if not vision or not text:
         raise ValueError("give at least one vision and one text model")
@@ -102,12 +103,10 @@ def alignment_grid(vision: Mapping[str, object], text: Mapping[str, object], met
                 r = metrics.calibrate_layers(va, tb, metric=metric, k=k, q=q, permutations=permutations,
                                              alpha=alpha, seed=seed)
             i, j = int(r.layers[0]), int(r.layers[1])
-            n, d_a = _layer_shape(va, i)
-            _, d_b = _layer_shape(tb, j)
-            try:
-                level = metrics.chance(metric, n, k=k, d_a=d_a, d_b=d_b)
-            except ValueError:  # no analytic chance level for this metric: the calibration is the reference
-                level = float("nan")
+            n = _layer_shape(va, i)[0]
+            # k/(n-1) holds for any features (it is the expectation over relabellings); other metrics' analytic
+            # levels assume isotropic Gaussian features, which real features are not: use the threshold instead
+            level = metrics.chance(metric, n, k=k) if metric == "mutual_knn" else float("nan")
             rows.append({"vision": vname, "text": tname, "score": r.score, "calibrated": r.calibrated,
                          "threshold": r.threshold, "p_value": r.p_value, "layer_vision": i,
                          "layer_text": j, "chance": level})

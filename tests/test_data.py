@@ -133,3 +133,30 @@ def test_wit_needs_the_full_profile_and_names_are_checked():
         data.load_pairs("imagenet")
     with pytest.raises(ValueError, match="no category labels"):
         data.load_labels("world")
+
+
+def test_wit_code_path_with_a_stand_in_dataset(monkeypatch):
+    """The full-profile loader on a fake 'minhuh/prh' (no network): revision, split, caption index 0, RGB."""
+    import sys
+    import types
+
+    calls = {}
+    rows = [{"image": Image.new("RGBA", (8, 6), (255, 0, 0, 0)), "text": [f"caption {i}", f"other {i}"]}
+            for i in range(5)]
+
+    class FakeDataset(list):
+        pass
+
+    def load_dataset(repo, revision=None, split=None):
+        calls.update(repo=repo, revision=revision, split=split)
+        return FakeDataset(rows)
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    monkeypatch.setitem(config._state, "profile", "full")
+    images, captions = data.load_pairs("wit_1024")
+    assert calls == {"repo": "minhuh/prh", "revision": "wit_1024", "split": "train"}
+    assert captions == [f"caption {i}" for i in range(5)]
+    assert all(im.mode == "RGB" and im.size == (8, 6) for im in images)
+    assert (np.asarray(images[0]) == 255).all()  # transparent pixels composited on white
+    _, sub = data.load_pairs("wit_1024", n=2, seed=1)
+    assert sub == [captions[i] for i in data._subset_indices(5, 2, 1)]

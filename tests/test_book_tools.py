@@ -118,3 +118,12 @@ def test_student_config_hides_solutions_without_touching_the_book_config():
     assert student["sphinx"]["config"]["hide_solutions"] is True
     assert "hide_solutions" not in book["sphinx"]["config"]
     assert student["bibtex_bibfiles"] == book["bibtex_bibfiles"]
+
+
+def test_text_only_figures_are_fatal():
+    nb = _nb(nbformat.v4.new_output("display_data", data={"text/plain": "<Figure size 760x360 with 1 Axes>"}))
+    fatal, _ = co.check_notebook(nb, max_px=1197)
+    assert len(fatal) == 1 and "inline backend" in fatal[0]
+    ok = _nb(nbformat.v4.new_output("display_data", data={"text/plain": "<Figure size 760x360 with 1 Axes>",
+                                                          "image/png": _png(760)}))
+    assert co.check_notebook(ok, max_px=1197) == ([], [])

@@ -8,7 +8,9 @@ build leaves in ``_build/jupyter_execute`` and reports, per cell:
   ``warnings.warn``, tqdm bars (``it/s]``, ``%|``), carriage-return animations;
 * stderr streams: hidden on the website (``nb_output_stderr: remove``) but a sign of noise a reader
   running the notebook will see; reported, and fatal with ``--strict``;
-* figures wider than the page (PNG width above ``--max-px``, default 7.6 in x 150 dpi + 5 %).
+* figures wider than the page (PNG width above ``--max-px``, default 7.6 in x 150 dpi + 5 %);
+* figures shown as text only (``<Figure size ...>`` without an image: the kernel was not using the inline
+  backend, e.g. because it started with ``MPLBACKEND=Agg``).
 
 Usage::
 
@@ -71,7 +73,11 @@ def check_notebook(nb, max_px: int) -> tuple[list[str], list[str]]:
             if match or "\r" in text:
                 fatal.append(f"{where}: visible noise {(match[0] if match else 'carriage return')!r}: "
                              f"{text.strip()[:160]!r}")
-            png = (output.get("data") or {}).get("image/png")
+            data = output.get("data") or {}
+            if text.startswith("<Figure size") and not any(m.startswith("image/") for m in data):
+                fatal.append(f"{where}: a figure rendered as text only ({text.strip()[:60]!r}): start the "
+                             "kernel without MPLBACKEND=Agg so that matplotlib uses the inline backend")
+            png = data.get("image/png")
             if png:
                 width = png_width(png if isinstance(png, str) else "".join(png))
                 if width > max_px:

@@ -40,6 +40,7 @@ import tempfile
 import time
 import warnings
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -468,19 +469,20 @@ def embed(model: nn.Sequential, inputs, batch_size: int = 256, layers=None) -> n
     model.eval()
     outs = []
     try:
-        for start in range(0, len(x_all), batch_size):
-            x = x_all[start:start + batch_size].to(device)
-            feats = []
-            for name, child in model.named_children():
-                x = child(x)
-                if name in names:
-                    feats.append(_pool(x).float().cpu())
-                if name == names[-1]:
-                    break
-            dims = {f.shape[1] for f in feats}
-            if len(dims) > 1:
-                raise ValueError(f"layers have different widths {sorted(dims)}; pick layers of one width")
-            outs.append(torch.stack(feats, dim=1))
+        with reproducible(device.type):
+            for start in range(0, len(x_all), batch_size):
+                x = x_all[start:start + batch_size].to(device)
+                feats = []
+                for name, child in model.named_children():
+                    x = child(x)
+                    if name in names:
+                        feats.append(_pool(x).float().cpu())
+                    if name == names[-1]:
+                        break
+                dims = {f.shape[1] for f in feats}
+                if len(dims) > 1:
+                    raise ValueError(f"layers have different widths {sorted(dims)}; pick layers of one width")
+                outs.append(torch.stack(feats, dim=1))
     finally:
         model.train(was_training)
     return torch.cat(outs).numpy().astype(np.float32)
@@ -498,7 +500,8 @@ def _forward(model: nn.Sequential, x: torch.Tensor, batch_size: int = 256) -> to
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([model(x[s:s + batch_size].to(device)).cpu() for s in range(0, len(x), batch_size)])
+        with reproducible(device.type):
+            return torch.cat([model(x[s:s + batch_size].to(device)).cpu() for s in range(0, len(x), batch_size)])
     finally:
         model.train(was_training)
 
@@ -595,22 +598,31 @@ def _loss_classify(model, x, labels) -> torch.Tensor:
         model.task_slices)
 
 
-class _Deterministic:
-    """Context: deterministic kernels on CUDA (restored on exit). The CPU kernels these small
-    models use are deterministic already, and switching the flag on imports torch's compiler
-    stack (seconds), so on CPU this does nothing; ``tests/test_zoo.py`` checks determinism."""
+@contextmanager
+def reproducible(device: str | None = None):
+    """Context for training and inference that gives the same numbers on every machine.
 
-    def __init__(self, device: str):
-        self.active = device != "cpu"
-
-    def __enter__(self):
-        if self.active:
-            self.prev = torch.are_deterministic_algorithms_enabled()
+    On CPU, PyTorch runs on one thread: these models are too small to gain from intra-op threads
+    (the synchronisation costs more, badly so on a shared machine), and the thread count changes the
+    order of floating-point sums, so results would otherwise depend on the machine's core count.
+    On CUDA, deterministic algorithms are switched on. Both are restored on exit. (On CPU the
+    kernels used here are deterministic already; switching the global flag on would also import
+    torch's compiler stack, which takes seconds. ``tests/test_zoo.py`` checks determinism.)
+    """
+    device = device or _config.device()
+    threads = torch.get_num_threads()
+    prev = torch.are_deterministic_algorithms_enabled() if device != "cpu" else None
+    try:
+        if device == "cpu":
+            torch.set_num_threads(1)
+        else:
             torch.use_deterministic_algorithms(True, warn_only=True)
-
-    def __exit__(self, *exc):
-        if self.active:
-            torch.use_deterministic_algorithms(self.prev)
+        yield
+    finally:
+        if device == "cpu":
+            torch.set_num_threads(threads)
+        else:
+            torch.use_deterministic_algorithms(prev)
 
 
 def _fit(cfg: TrainConfig) -> tuple[nn.Sequential, dict]:
@@ -787,9 +799,9 @@ def train(cfg: TrainConfig | dict, force: bool = False) -> tuple[nn.Sequential, 
         if hit is not None:
             model, metrics = hit
             return model, {**metrics, "cached": True}
-    with _Deterministic(_config.device()):
+    with reproducible():
         model, fit = _fit(cfg)
-    metrics = {"key": cfg.key(), "config": dataclasses.asdict(cfg), **fit, **_task_metrics(model, cfg)}
+        metrics = {"key": cfg.key(), "config": dataclasses.asdict(cfg), **fit, **_task_metrics(model, cfg)}
     state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     if cfg.objective == "clip":
         state["partner"] = {k: v.detach().cpu() for k, v in model.partner.state_dict().items()}

@@ -163,3 +163,11 @@ def test_clip_and_self_supervised_objectives_train():
     _, ae = zoo.train(zoo.TrainConfig(arch="mlp", width=16, depth=1, objective="autoencode", n_train=256,
                                       epochs=2))
     assert ae["probe"]["color"] > ae["probe_chance"]["color"] + 0.2
+
+
+def test_reproducible_restores_the_thread_count():
+    torch.set_num_threads(2)
+    with zoo.reproducible("cpu"):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)

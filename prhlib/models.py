@@ -706,12 +706,11 @@ class Tfidf(Encoder):
         self.components = int(components)
         self.max_features = int(max_features)
         super().__init__(name, ["tfidf_lsa"], [self.components],
-                         cache_id=f"{name}-lsa{self.components}-m{self.max_features}",
+                         cache_id=f"{name}-svd{self.components}-m{self.max_features}",
                          info={"params": 0, "description": f"TF-IDF + LSA ({self.components}-d), fitted on the "
                                                            "embedded texts (transductive)"})
 
     def embed(self, inputs, batch_size=None, progress=None) -> np.ndarray:
-        from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         texts = self.validate(inputs)
@@ -723,10 +722,37 @@ class Tfidf(Encoder):
         k = min(self.components, x.shape[0] - 1, x.shape[1] - 1)
         if k < 1:
             raise ValueError(f"{self.name}: need at least 2 texts and 2 distinct words, got {x.shape}")
-        z = TruncatedSVD(n_components=k, algorithm="arpack", random_state=0).fit_transform(x)
-        z = z * np.sign(z[np.abs(z).argmax(axis=0), np.arange(k)])  # fix each component's sign
+        z = lsa(x.toarray(), k)
         self.layer_dims = (k,)
         return z.astype(np.float32)[:, None, :]
+
+
+def lsa(x: np.ndarray, k: int) -> np.ndarray:
+    """The top-``k`` latent-semantic components :math:`U_k S_k` of a document-term matrix.
+
+    An exact, single-threaded LAPACK SVD in float64 (iterative or multi-threaded solvers can return a
+    different basis of a subspace of equal singular values from run to run); each component's sign is
+    fixed so that its largest-magnitude entry is positive.
+
+    Parameters
+    ----------
+    x : n x v array
+    k : 1 <= k <= min(n, v)
+
+    Returns
+    -------
+    np.ndarray, n x k (float64)
+    """
+    from scipy.linalg import svd
+    from threadpoolctl import threadpool_limits
+
+    x = np.asarray(x, dtype=np.float64)
+    if not 1 <= k <= min(x.shape):
+        raise ValueError(f"k={k} must be in [1, {min(x.shape)}]")
+    with threadpool_limits(limits=1):
+        u, sv, _ = svd(x, full_matrices=False, lapack_driver="gesdd")
+    z = u[:, :k] * sv[:k]
+    return z * np.sign(z[np.abs(z).argmax(axis=0), np.arange(k)])
 
 
 # =============================================================================================
@@ -852,7 +878,7 @@ _SMALL = {
                                   lambda: _efficientnet_lite(0, random=True)),
     "pixels": ("image", "static", "pixels-s32", Pixels),
     "color_hist": ("image", "static", "color_hist-rgb16", ColorHistogram),
-    "tfidf": ("text", "static", "tfidf-lsa256-m8192", Tfidf),
+    "tfidf": ("text", "static", "tfidf-svd256-m8192", Tfidf),
     "glove50": ("text", "static", "glove50", Glove),
     "wordllama": ("text", "static", "wordllama", WordLlamaText),
     "minilm_l3_onnx": ("text", "mean", "minilm_l3_onnx", OnnxMiniLM),

@@ -151,6 +151,13 @@ def test_tfidf_lsa_is_fitted_on_its_inputs():
     np.testing.assert_array_equal(enc.embed(texts), f)  # deterministic
     with pytest.raises(ValueError):
         enc.embed(["...", "!!"])  # no word at all
+    # the LSA step is an exact truncated SVD: U_k S_k, i.e. the projection of the rows on the top-k right vectors
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 9))
+    z = models.lsa(x, 4)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    np.testing.assert_allclose(np.abs(z), np.abs(x @ vt[:4].T), atol=1e-10)
+    assert (z[np.abs(z).argmax(axis=0), np.arange(4)] > 0).all()
 
 
 def test_text_input_validation():

@@ -616,6 +616,7 @@ def reproducible(device: str | None = None):
         if device == "cpu":
             torch.set_num_threads(1)
         else:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
             torch.use_deterministic_algorithms(True, warn_only=True)
         yield
     finally:

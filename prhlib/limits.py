@@ -4,6 +4,10 @@ r"""Measurements behind the critiques of chapter 7: what the hypothesis does not
     The part of the toy world's hidden scene that a modality can express.
 :func:`scene_features`
     A hidden scene as features for the paper's protocol (centred, unit rows).
+:func:`knn_membership`
+    Probability that one sample is among another's k nearest neighbours, ties broken at random.
+:func:`expected_mutual_knn`
+    Mutual k-NN with ties broken at random, in expectation (representations with repeated rows).
 :func:`ceiling`
     Mutual k-NN between what one modality can see and what the other can see: an upper bound on
     cross-modal alignment under information asymmetry.
@@ -27,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
+from .crossmodal import single_thread
 
 #: Columns of :func:`prhlib.world.latent` (one object per scene) that each droppable attribute occupies.
 ATTRIBUTE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -122,14 +127,75 @@ def scene_features(z) -> np.ndarray:
     return centred / norms
 
 
+def knn_membership(x, k: int = 10, tol: float = 1e-9) -> np.ndarray:
+    r"""Probability that sample ``j`` is among the ``k`` nearest neighbours of sample ``i``, ties broken at random.
+
+    Neighbours are by dot product, self excluded, as in :func:`prhlib.metrics.mutual_knn`. Samples
+    strictly more similar than the ``k``-th largest similarity are neighbours with probability 1; the
+    ``t`` samples tied (within ``tol``) with it share the remaining ``k - s`` places, each with probability
+    :math:`(k - s)/t`. Without ties this is the 0/1 indicator of the usual neighbour lists.
+
+    Parameters
+    ----------
+    x : array-like, shape (n, d)
+    k : int
+        Between 1 and n - 1.
+    tol : float
+        Similarities within ``tol`` of each other count as tied.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, n)
+        Each row sums to ``k``; the diagonal is 0.
+    """
+    x = _as_2d(x, "x")
+    n = x.shape[0]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n - 1:
+        raise ValueError(f"k must be an integer between 1 and n - 1 = {n - 1}, got {k!r}")
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1:k]          # the k-th largest similarity per row
+    strict = sims > kth + tol
+    tied = np.abs(sims - kth) <= tol
+    share = (k - strict.sum(axis=1, keepdims=True)) / tied.sum(axis=1, keepdims=True)
+    return strict + tied * share
+
+
+def expected_mutual_knn(a, b, k: int = 10, tol: float = 1e-9) -> float:
+    r"""Mutual k-NN when ties in either representation are broken at random: its expectation.
+
+    :math:`\frac{1}{nk}\sum_i \sum_j P_A(j \in N(i))\, P_B(j \in N(i))`, with the tie-breaking of A and B
+    independent (:func:`knn_membership`). Equal to :func:`prhlib.metrics.mutual_knn` when no row has tied
+    neighbours; for a representation with repeated rows (a discrete attribute, a caption shared by several
+    images) it does not depend on the order of the samples, as an arbitrary tie-break would.
+
+    Parameters
+    ----------
+    a, b : array-like, shapes (n, d_a) and (n, d_b)
+        Used as given (dot-product neighbours).
+    k : int
+    tol : float
+
+    Returns
+    -------
+    float in [0, 1]
+    """
+    a, b = _as_2d(a, "a"), _as_2d(b, "b")
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"a and b must describe the same samples, got {a.shape[0]} and {b.shape[0]} rows")
+    pa, pb = knn_membership(a, k, tol), knn_membership(b, k, tol)
+    return float((pa * pb).sum() / (a.shape[0] * k))
+
+
 def ceiling(z, drop_a: Sequence[str] = (), drop_b: Sequence[str] = (), k: int = 10,
             names: Sequence[str] | None = None) -> float:
     """Mutual k-NN between two *ideal* observers of one hidden scene that see different attributes.
 
     Observer A sees ``visible_latent(z, drop_a)``, observer B ``visible_latent(z, drop_b)``; both are
-    perfect (no noise, no nuisance). Their agreement bounds what any pair of models of the two
-    modalities can reach on these scenes with this metric: no model can recover an attribute its input
-    does not carry.
+    perfect (no noise, no nuisance). Samples an observer cannot tell apart are tied, and it picks among
+    them at random (:func:`expected_mutual_knn`): without the missing attributes no model can do better
+    on average. The result bounds, in expectation, what models of the two modalities can reach on these
+    scenes with this metric.
 
     Parameters
     ----------
@@ -144,11 +210,11 @@ def ceiling(z, drop_a: Sequence[str] = (), drop_b: Sequence[str] = (), k: int = 
     Returns
     -------
     float
-        Mutual k-NN in [0, 1]; 1 when both observers see the same attributes (and no ties).
+        In [0, 1]; 1 when both observers see the same attributes and the scenes have no ties.
     """
     a = scene_features(visible_latent(z, drop_a, names))
     b = scene_features(visible_latent(z, drop_b, names))
-    return float(metrics.mutual_knn(a, b, k=k))
+    return expected_mutual_knn(a, b, k=k)
 
 
 def calibrated_grid(vision: Mapping[str, object], text: Mapping[str, object],
@@ -190,8 +256,9 @@ def calibrated_grid(vision: Mapping[str, object], text: Mapping[str, object],
     for metric in metric_names:
         for vname, va in vision.items():
             for tname, tb in text.items():
-                r = metrics.calibrate_layers(va, tb, metric=metric, k=k if metric in uses_k else None, q=q,
-                                             permutations=permutations, alpha=alpha, seed=seed)
+                with single_thread():   # many small operations: one thread is faster (crossmodal)
+                    r = metrics.calibrate_layers(va, tb, metric=metric, k=k if metric in uses_k else None,
+                                                 q=q, permutations=permutations, alpha=alpha, seed=seed)
                 rows.append({"vision": vname, "text": tname, "metric": metric, "score": r.score,
                              "threshold": r.threshold, "p_value": r.p_value, "calibrated": r.calibrated,
                              "layer_vision": int(r.layers[0]), "layer_text": int(r.layers[1])})

@@ -143,3 +143,13 @@ def test_chapter_1_executes_to_identical_glued_values():
     else:
         problems = gv.rerun([chapter], times=2, log=log)
     assert problems == []
+
+
+def test_rerun_against_a_single_notebook_dump_with_another_name(tmp_path):
+    path = _notebook(tmp_path / "chapter.ipynb", SEEDED)
+    values, _ = gv.execute(path)
+    dump = tmp_path / "other_name.json"
+    dump.write_text(json.dumps({"executed_copy": values}))
+    assert gv.rerun([path], against=str(dump), log=lambda *_: None) == []
+    dump.write_text(json.dumps({"executed_copy": {**values, "np_draw": "0.5"}}))
+    assert any("'np_draw' differs" in p for p in gv.rerun([path], against=str(dump), log=lambda *_: None))

@@ -130,3 +130,47 @@ def test_calibrated_grid_separates_paired_from_unrelated_models():
         limits.calibrated_grid(vision, {"x": unrelated}, metric_names=("nope",))
     with pytest.raises(ValueError, match="at least one"):
         limits.calibrated_grid({}, {"x": unrelated})
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**16), st.integers(1, 9))
+def test_expected_mutual_knn_equals_mutual_knn_without_ties(seed, k):
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=(40, 6)), rng.normal(size=(40, 3))
+    assert limits.expected_mutual_knn(a, b, k=k) == pytest.approx(metrics.mutual_knn(a, b, k=k), abs=1e-12)
+
+
+def test_knn_membership_rows_and_ties():
+    x = np.repeat(np.eye(3), [4, 5, 6], axis=0)          # three groups of identical rows
+    p = limits.knn_membership(x, k=2)
+    assert np.allclose(p.sum(axis=1), 2) and np.allclose(np.diag(p), 0)
+    # a row of the first group: its 3 twins share the 2 places equally
+    assert np.allclose(p[0, 1:4], 2 / 3) and np.allclose(p[0, 4:], 0)
+    with pytest.raises(ValueError, match="k must be"):
+        limits.knn_membership(x, k=15)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**16))
+def test_expected_mutual_knn_with_ties_does_not_depend_on_sample_order(seed):
+    rng = np.random.default_rng(seed)
+    groups = rng.integers(0, 4, size=30)
+    a = np.eye(4)[groups]                                  # heavy ties
+    b = a + 0.3 * rng.normal(size=a.shape)
+    perm = rng.permutation(30)
+    assert limits.expected_mutual_knn(a, b, k=5) == pytest.approx(limits.expected_mutual_knn(a[perm], b[perm], k=5))
+
+
+def test_ceiling_with_a_discrete_view_is_its_random_tie_break_expectation(scenes):
+    """Seeing only the shape, an observer ties every same-shape scene: the ceiling is what random picks achieve."""
+    shape_only = limits.ceiling(scenes.z, (), ("color", "position", "size"), k=10)
+    rng = np.random.default_rng(0)
+    full = limits.scene_features(scenes.z)
+    nb_full = [set(np.argsort(-(full @ full[i]))[1:11]) for i in range(300)]
+    shapes = scenes.z[:, :4].argmax(1)
+    draws = []
+    for _ in range(20):
+        hits = [len(nb_full[i] & set(rng.choice(np.flatnonzero((shapes == shapes[i]) & (np.arange(300) != i)),
+                                                10, replace=False))) / 10 for i in range(300)]
+        draws.append(np.mean(hits))
+    assert shape_only == pytest.approx(np.mean(draws), abs=0.01)

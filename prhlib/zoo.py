@@ -59,6 +59,9 @@ OBJECTIVES = ("classify", "clip", "simclr", "autoencode")
 EVAL_SEED = 90_001
 PROBE_SEED = 90_002
 PAD, UNK = "<pad>", "<unk>"
+#: Version of the architectures and training loops: bump it whenever either changes, so cached
+#: checkpoints of the old recipe are retrained rather than loaded.
+RECIPE = 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,9 +133,12 @@ class TrainConfig:
         return {k: v for k, v in self.world}
 
     def key(self) -> str:
-        """Cache key: hash of every field and the prhlib version."""
-        payload = json.dumps({"config": dataclasses.asdict(self), "prhlib": __version__}, sort_keys=True,
-                             default=list)
+        """Cache key: hash of every field, the prhlib version, :data:`RECIPE` and the world's
+        definition (default options, palette, shapes, sizes), so that a change to any of them
+        retrains instead of loading a stale model."""
+        payload = json.dumps({"config": dataclasses.asdict(self), "prhlib": __version__, "recipe": RECIPE,
+                              "world": [world.DEFAULT_OPTIONS, world.PALETTE, world.SHAPES, world.SIZE_RANGE]},
+                             sort_keys=True, default=list)
         return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
     def replace(self, **changes) -> "TrainConfig":
@@ -763,14 +769,19 @@ def _load(cfg: TrainConfig) -> tuple[nn.Sequential, dict] | None:
     except Exception as err:  # a corrupt cache entry: retrain rather than fail
         warnings.warn(f"ignoring unreadable cache entry {wpath.name}: {err}", RuntimeWarning, stacklevel=3)
         return None
-    model = build(cfg)
-    model.load_state_dict(state["model"])
-    if cfg.objective == "clip":
-        partner = build(cfg, arch=cfg.text_arch, width=cfg.text_width)
-        partner.load_state_dict(state["partner"])
-        partner.eval()
-        object.__setattr__(model, "partner", partner)
-        model.logit_scale = float(state["logit_scale"])
+    try:
+        model = build(cfg)
+        model.load_state_dict(state["model"])
+        if cfg.objective == "clip":
+            partner = build(cfg, arch=cfg.text_arch, width=cfg.text_width)
+            partner.load_state_dict(state["partner"])
+            partner.eval()
+            object.__setattr__(model, "partner", partner)
+            model.logit_scale = float(state["logit_scale"])
+    except (KeyError, RuntimeError) as err:  # weights of another architecture: retrain
+        warnings.warn(f"ignoring cache entry {wpath.name} that does not fit the model: {err}", RuntimeWarning,
+                      stacklevel=3)
+        return None
     device = _config.device()
     model.to(device).eval()
     if cfg.objective == "clip":

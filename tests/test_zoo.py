@@ -143,6 +143,22 @@ def test_a_corrupt_cache_entry_is_retrained(tmp_path):
     with pytest.warns(RuntimeWarning, match="unreadable cache entry"):
         _, m = zoo.train(TINY_BOW)
     assert m["cached"] is False
+    # weights of another architecture under the same key (a recipe change without a RECIPE bump)
+    other = zoo.build(TINY_BOW.replace(width=8))
+    torch.save({"model": other.state_dict()}, tmp_path / "zoo" / f"{TINY_BOW.key()}.pt")
+    with pytest.warns(RuntimeWarning, match="does not fit"):
+        _, m = zoo.train(TINY_BOW)
+    assert m["cached"] is False
+
+
+def test_the_key_follows_the_recipe_and_the_world(monkeypatch):
+    key = TINY_BOW.key()
+    monkeypatch.setattr(zoo, "RECIPE", zoo.RECIPE + 1)
+    assert TINY_BOW.key() != key
+    monkeypatch.setattr(zoo, "RECIPE", zoo.RECIPE - 1)
+    assert TINY_BOW.key() == key
+    monkeypatch.setitem(world.DEFAULT_OPTIONS, "noise", 9.0)
+    assert TINY_BOW.key() != key
 
 
 def test_clip_and_self_supervised_objectives_train():

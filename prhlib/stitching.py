@@ -6,8 +6,8 @@ trainable *stitching layer* between them. If a stitch that only re-mixes channel
 the job on A's features, the two representations carry the same information in an (almost) linearly
 related form.
 
-Vocabulary used throughout
---------------------------
+Vocabulary used throughout:
+
 sender / bottom
     network A up to and including the child named ``cut_a`` (frozen).
 receiver / top

@@ -169,6 +169,15 @@ def _eval_mode(module: nn.Module):
             m.training = flag
 
 
+def _device(module: nn.Module) -> torch.device:
+    """Where ``module`` lives: the device of its first parameter or buffer (CPU if it has none)."""
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def feature_shape(module: nn.Module, example: torch.Tensor) -> tuple[int, ...]:
     """Shape of ``module(example)`` without the batch axis (the module runs once in eval mode).
@@ -176,7 +185,7 @@ def feature_shape(module: nn.Module, example: torch.Tensor) -> tuple[int, ...]:
     ``example`` is a batch of inputs, e.g. ``x[:2]``; every submodule's train/eval flag is restored.
     """
     with _eval_mode(module):
-        out = module(_as_tensor(example, "example"))
+        out = module(_as_tensor(example, "example").to(_device(module)))
     return tuple(out.shape[1:])
 
 
@@ -198,6 +207,7 @@ def activations(model, x, layers, batch_size: int = 64) -> dict[str, torch.Tenso
     Returns
     -------
     dict name -> tensor (n, ...)
+        on the CPU, whatever device the model runs on.
     """
     seq = as_sequential(model)
     names = [name for name, _ in seq.named_children()]
@@ -208,13 +218,14 @@ def activations(model, x, layers, batch_size: int = 64) -> dict[str, torch.Tenso
     x = _as_tensor(x, "x")
     last = max(names.index(name) for name in layers)
     out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    device = _device(seq)
     with _eval_mode(seq):
         for i in range(0, len(x), batch_size):
-            h = x[i:i + batch_size]
+            h = x[i:i + batch_size].to(device)
             for j, (name, child) in enumerate(seq.named_children()):
                 h = child(h)
                 if name in out:
-                    out[name].append(h)
+                    out[name].append(h.cpu())
                 if j == last:
                     break
     return {name: torch.cat(parts) for name, parts in out.items()}
@@ -287,14 +298,14 @@ class StitchedModel(nn.Module):
 
     The frozen parts are private copies (training a stitch never touches the original networks)
     and always stay in eval mode, so their BatchNorm statistics never move; ``.train()`` only
-    affects the stitch.
+    affects the stitch. The stitch is moved to the device of the top (e.g. a GPU).
     """
 
     def __init__(self, bottom: nn.Module, stitch_layer: nn.Module, top: nn.Module):
         super().__init__()
         self.bottom = copy.deepcopy(bottom)
-        self.stitch = stitch_layer
         self.top = copy.deepcopy(top)
+        self.stitch = stitch_layer.to(_device(self.top))
         for part in (self.bottom, self.top):
             part.requires_grad_(False)
             part.eval()
@@ -306,7 +317,8 @@ class StitchedModel(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.top(self.stitch(self.bottom(x)))
+        first = self.bottom if _has_tensors(self.bottom) else self.top  # an identity bottom has no tensors
+        return self.top(self.stitch(self.bottom(x.to(_device(first)))))
 
     def n_trainable(self) -> int:
         """Number of trainable parameters (those of the stitch)."""
@@ -394,10 +406,16 @@ def _as_tensor(x, name: str) -> torch.Tensor:
     return t
 
 
+def _has_tensors(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
+
+
 @torch.no_grad()
 def _run(module: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``module(x)`` in eval mode, in batches on the module's device; the result on the CPU."""
+    device = _device(module)
     with _eval_mode(module):
-        return torch.cat([module(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        return torch.cat([module(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
 
 
 def _check_xy(x, y, name_y="y") -> tuple[torch.Tensor, torch.Tensor]:
@@ -490,6 +508,7 @@ def train_stitch(model: StitchedModel, x, y, epochs: int = 10, batch_size: int =
     if not params:  # e.g. an identity stitch: nothing to train
         return []
     gen = torch.Generator().manual_seed(seed)
+    device = _device(model.stitch) if _has_tensors(model.stitch) else _device(model.top)
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     history = []
     model.train()
@@ -502,11 +521,11 @@ def train_stitch(model: StitchedModel, x, y, epochs: int = 10, batch_size: int =
             if len(idx) < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
                                     for m in model.stitch.modules()):
                 continue  # BatchNorm cannot normalise a batch of one
-            out = model.top(model.stitch(feats[idx]))
+            out = model.top(model.stitch(feats[idx].to(device)))
             if soft_targets:
-                loss = _soft_loss(out, [p[idx] for p in target_p], slices, temperature)
+                loss = _soft_loss(out, [p[idx].to(device) for p in target_p], slices, temperature)
             else:
-                loss = _task_loss(out, y[idx], slices)
+                loss = _task_loss(out, y[idx].to(device), slices)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -178,6 +178,9 @@ def setup(profile: str | None = None, seed: int = DEFAULT_SEED, quiet: bool = Fa
     else:
         set_profile(globals()["profile"]())
     seed_everything(seed)
+    if int(np.__version__.split(".")[0]) >= 2:
+        # numpy 2 writes scalars as 'np.float64(0.5)'; myst-nb's {glue:text} formatting needs plain '0.5'
+        np.set_printoptions(legacy="1.25")
     try:
         import torch
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import math
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -303,6 +304,28 @@ def _knn(x: torch.Tensor, k: int, chunk_rows: int | None = None) -> torch.Tensor
     return out
 
 
+def _knn_all(xs: Sequence[torch.Tensor], k: int) -> list[torch.Tensor]:
+    """:func:`_knn` of several representations (same number of rows), validated by the caller.
+
+    On a CPU with several threads the searches run side by side, each on one thread (BLAS and PyTorch),
+    instead of one after the other on all threads: two single-threaded ``syrk`` products finish sooner
+    than the same two products run in turn on two threads each (no synchronisation inside a product;
+    measured by ``benchmarks/metrics.py``). The results are the same either way.
+    """
+    workers = min(torch.get_num_threads(), len(xs))
+    if workers < 2 or any(x.device.type != "cpu" for x in xs):
+        return [_knn(x, k) for x in xs]
+
+    from threadpoolctl import threadpool_limits
+
+    def one(x):
+        torch.set_num_threads(1)   # this worker's own intra-op setting
+        return _knn(x, k)
+
+    with _one_thread(), threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, xs))
+
+
 def _relabel(knn_b: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
     """Neighbour lists of ``b[perm]`` from those of ``b``: row i is ``inv[knn_b[perm[i]]]``."""
     if perm is None:
@@ -412,7 +435,7 @@ def _neighbour_rows(metric: str, knn_a: torch.Tensor, knn_b: torch.Tensor) -> to
 def _neighbour_metric(metric: str, a, b, k: int) -> float:
     ta, tb = _pair(a, b)
     k = _check_k(k, ta.shape[0])
-    return float(_neighbour_rows(metric, _knn(ta, k), _knn(tb, k)).mean())
+    return float(_neighbour_rows(metric, *_knn_all([ta, tb], k)).mean())
 
 
 @_threads_by_size
@@ -525,7 +548,7 @@ def per_sample_scores(a, b, metric: str = "mutual_knn", k: int = 10) -> np.ndarr
                          f"not {metric!r}")
     ta, tb = _pair(a, b)
     k = _check_k(k, ta.shape[0])
-    return _neighbour_rows(metric, _knn(ta, k), _knn(tb, k)).cpu().numpy()
+    return _neighbour_rows(metric, *_knn_all([ta, tb], k)).cpu().numpy()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1212,8 +1235,8 @@ def _layer_scorer(metric: str, A: list[torch.Tensor], B: list[torch.Tensor], k: 
 
     if metric in NEIGHBOUR_METRICS:
         k = _check_k(k, n)
-        ka = [_knn(x, k) for x in A]
-        kb = torch.stack([_knn(y, k) for y in B])         # (Lb, n, k)
+        lists = _knn_all(list(A) + list(B), k)              # every layer's neighbours, once
+        ka, kb = lists[:La], torch.stack(lists[La:])        # kb: (Lb, n, k)
 
         def score(perm=None):
             kbp = _relabel(kb, perm)

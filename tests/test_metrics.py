@@ -481,3 +481,14 @@ def test_bootstrap_interval():
     assert (again.low, again.high) == (ci.low, ci.high)
     ci2 = metrics.bootstrap_ci(a, b, "cka", n_boot=50, seed=1)
     assert ci2.method == "rows" and ci2.low <= ci2.score <= ci2.high
+
+
+def test_side_by_side_neighbour_search_equals_one_at_a_time():
+    # _knn_all runs the searches in parallel on one thread each; the lists must not depend on that
+    rng = np.random.default_rng(3)
+    xs = [torch.from_numpy(rng.standard_normal((300, d)).astype(np.float32)) for d in (5, 40, 64)]
+    parallel = metrics._knn_all(xs, 7)
+    threads = torch.get_num_threads()
+    for x, got in zip(xs, parallel):
+        assert torch.equal(got, metrics._knn(x, 7))
+    assert torch.get_num_threads() == threads   # the caller's thread setting is restored

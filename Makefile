@@ -82,6 +82,7 @@ test: unit lint
 	@start=$$(date +%s); \
 	rm -rf _build; mkdir -p _build; echo $(LIB_HASH) > _build/.prhlib-hash; \
 	env -u MPLBACKEND $(VENV)/bin/jupyter-book build . --builder html $(BOOK_FLAGS); \
+	$(PY) tools/check_outputs.py _build/jupyter_execute; \
 	$(PY) tools/report_times.py _build || true; \
 	echo "[make] executing every chapter and building the site took $$(( $$(date +%s) - start )) s"
 

@@ -370,6 +370,30 @@ def test_term_references_are_in_the_glossary(docname):
                          "(add them to the glossary or use an existing spelling)")
 
 
+def display_math_inside_paragraphs(markdown: str) -> list[str]:
+    """``$$...$$`` blocks not separated from the text by blank lines (MyST then typesets them as broken
+    inline maths that swallows the rest of the paragraph)."""
+    bad = []
+    for m in re.finditer(r"\$\$(.+?)\$\$", markdown, re.S):
+        before, after = markdown[:m.start()], markdown[m.end():]
+        starts = before == "" or before.endswith("\n\n")
+        ends = after.strip(" ") == "" or after.lstrip(" ").startswith("\n\n") or after.lstrip(" ") == "\n"
+        if not (starts and ends):
+            bad.append(m[0][:60])
+    return bad
+
+
+def test_display_math_detector():
+    assert display_math_inside_paragraphs("text\n\n$$x$$\n\nmore") == []
+    assert display_math_inside_paragraphs("text\n$$x$$\nmore") == ["$$x$$"]
+
+
+@pytest.mark.parametrize("docname", ALL_PAGES)
+def test_display_math_stands_alone(docname):
+    bad = display_math_inside_paragraphs(markdown_text(docname))
+    assert not bad, f"{docname}: put a blank line before and after each $$...$$ block: {bad}"
+
+
 @pytest.mark.parametrize("docname", ALL_PAGES)
 def test_citations_are_in_the_bibliography(docname):
     unknown = sorted(cite_keys(markdown_text(docname)) - bib_keys())

@@ -127,3 +127,19 @@ def test_text_only_figures_are_fatal():
     ok = _nb(nbformat.v4.new_output("display_data", data={"text/plain": "<Figure size 760x360 with 1 Axes>",
                                                           "image/png": _png(760)}))
     assert co.check_notebook(ok, max_px=1197) == ([], [])
+
+
+@pytest.mark.parametrize("text", ["<matplotlib.legend.Legend at 0x7fad07559650>",
+                                  "Text(0.5, 1.0, 'title')", "[<matplotlib.lines.Line2D at 0x7f00>]"])
+def test_plotting_object_reprs_are_fatal(text):
+    nb = _nb(nbformat.v4.new_output("execute_result", data={"text/plain": text}, execution_count=1))
+    fatal, _ = co.check_notebook(nb, max_px=1197)
+    assert len(fatal) == 1 and "object repr" in fatal[0]
+
+
+def test_rich_outputs_with_an_object_repr_are_fine():
+    # a pandas Styler has a repr as text/plain but the site shows its HTML
+    nb = _nb(nbformat.v4.new_output("execute_result", execution_count=1,
+                                    data={"text/plain": "<pandas.io.formats.style.Styler at 0x7f8e>",
+                                          "text/html": "<table></table>"}))
+    assert co.check_notebook(nb, max_px=1197) == ([], [])

@@ -9,6 +9,7 @@ build leaves in ``_build/jupyter_execute`` and reports, per cell:
 * stderr streams: hidden on the website (``nb_output_stderr: remove``) but a sign of noise a reader
   running the notebook will see; reported, and fatal with ``--strict``;
 * figures wider than the page (PNG width above ``--max-px``, default 7.6 in x 150 dpi + 5 %);
+* plotting objects shown as their repr (``<matplotlib.legend.Legend at 0x...>``, ``Text(0.5, ...)``);
 * figures shown as text only (``<Figure size ...>`` without an image: the kernel was not using the inline
   backend, e.g. because it started with ``MPLBACKEND=Agg``).
 
@@ -30,6 +31,9 @@ from pathlib import Path
 
 NOISE = re.compile(r"(\bWarning\b:|warnings\.warn|UserWarning|FutureWarning|DeprecationWarning|it/s\]|s/it\]|"
                    r"\d+%\|)")
+#: The repr of a plotting object left as a cell's last expression, e.g. ``<matplotlib.legend.Legend at 0x7f...>``
+#: or ``Text(0.5, 1.0, 'title')``: end the cell with ``plt.show()`` or assign the result.
+OBJECT_REPR = re.compile(r"^(\[?<[A-Za-z_][\w.]* (object )?at 0x[0-9a-fA-F]+>|Text\(-?[\d.]+, -?[\d.]+, )")
 
 
 def _text(output) -> str:
@@ -74,6 +78,9 @@ def check_notebook(nb, max_px: int) -> tuple[list[str], list[str]]:
                 fatal.append(f"{where}: visible noise {(match[0] if match else 'carriage return')!r}: "
                              f"{text.strip()[:160]!r}")
             data = output.get("data") or {}
+            if kind == "execute_result" and set(data) <= {"text/plain"} and OBJECT_REPR.match(text.strip()):
+                fatal.append(f"{where}: an object repr as output ({text.strip()[:60]!r}): end the cell with "
+                             "plt.show() or assign the last expression")
             if text.startswith("<Figure size") and not any(m.startswith("image/") for m in data):
                 fatal.append(f"{where}: a figure rendered as text only ({text.strip()[:60]!r}): start the "
                              "kernel without MPLBACKEND=Agg so that matplotlib uses the inline backend")

@@ -5,14 +5,15 @@ Usage (after ``make book`` or ``make test``)::
     python tools/screenshots.py                          # every chapter page, into _build/screenshots
     python tools/screenshots.py 03_model_stitching --out /tmp/shots --part-height 2400
 
-Each page is rendered at website width (1280 px window) with MathJax from a local copy when the PyPI package
-``django-static-mathjax`` is installed (the site loads it from a CDN, which an offline machine cannot reach),
+Each page is rendered at website width (1280 px window) with MathJax and plotly.js from local copies (PyPI packages
+``django-static-mathjax`` and ``plotly``; the site loads both from CDNs, which an offline machine cannot reach),
 then cut into parts of ``--part-height`` pixels (``<page>_partN.png``) that an image viewer shows readably.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_pdf import CDN_MATHJAX, CHROMIUM_FLAGS, find_browser, local_mathjax  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+# the CDN tag carries integrity and crossorigin attributes, which a file:// page cannot satisfy: drop them too
+CDN_PLOTLY = re.compile(r'src="https://cdn\.plot\.ly/plotly-[\d.]+\.min\.js"(\s+integrity="[^"]*")?(\s+crossorigin="[^"]*")?')
 MAX_HEIGHT = 40000
+
+
+def local_plotly() -> Path | None:
+    """The plotly.js bundled with the plotly Python package (the site loads it from plotly's CDN)."""
+    try:
+        import plotly
+    except ImportError:
+        return None
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    return path if path.is_file() else None
 
 
 def render(browser: str, page: Path, out_png: Path, width: int = 1280, height: int = MAX_HEIGHT) -> None:
@@ -34,6 +47,9 @@ def render(browser: str, page: Path, out_png: Path, width: int = 1280, height: i
     text = page.read_text(encoding="utf-8")
     if mathjax is not None:
         text = CDN_MATHJAX.sub(lambda m: f'src="{(mathjax / (m[1] + ".js")).as_uri()}"', text)
+    plotly_js = local_plotly()
+    if plotly_js is not None:
+        text = CDN_PLOTLY.sub(f'src="{plotly_js.as_uri()}"', text)
     copy = page.with_name(f"_screenshot_{page.name}")
     copy.write_text(text, encoding="utf-8")
     try:

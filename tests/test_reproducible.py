@@ -153,3 +153,12 @@ def test_rerun_against_a_single_notebook_dump_with_another_name(tmp_path):
     assert gv.rerun([path], against=str(dump), log=lambda *_: None) == []
     dump.write_text(json.dumps({"executed_copy": {**values, "np_draw": "0.5"}}))
     assert any("'np_draw' differs" in p for p in gv.rerun([path], against=str(dump), log=lambda *_: None))
+
+
+def test_dump_reads_the_glue_files_myst_nb_writes_beside_executed_notebooks(tmp_path):
+    # myst-nb moves glued outputs out of the executed notebook into <name>.glue.json
+    nb = _executed()
+    nbformat.write(nb, tmp_path / "ch.ipynb")
+    sidecar = {"x": _glue_output("x", "0.5"), "y": _glue_output("y", "'text'", display=True)}
+    (tmp_path / "ch.glue.json").write_text(json.dumps(sidecar))
+    assert gv.dump([tmp_path]) == {"ch": {"x": "0.5", "y": "'text'"}}

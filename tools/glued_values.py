@@ -106,6 +106,10 @@ def dump(paths) -> dict[str, dict[str, str]]:
     result = {}
     for path in _notebooks(paths):
         values = extract(nbformat.read(path, as_version=4))
+        sidecar = path.with_suffix(".glue.json")   # myst-nb >= 1.2 moves glued outputs out of the notebook
+        if sidecar.is_file():
+            outputs = json.loads(sidecar.read_text())
+            values.update(extract({"cells": [{"cell_type": "code", "outputs": list(outputs.values())}]}))
         if values:
             result[_name(path)] = values
     return result

@@ -28,12 +28,13 @@ endif
 
 # No MPLBACKEND for the book build: a kernel started with MPLBACKEND=Agg uses Agg instead of the inline backend,
 # and every figure silently disappears from the website (the build still passes). Only the unit tests use Agg.
-.PHONY: help install system-deps test unit lint book pdf bench clean fresh-cache
+.PHONY: help install system-deps test unit lint book pdf bench reproduce clean fresh-cache
 
 help:
 	@echo "make book    build the website into _build/html (executes every chapter)"
 	@echo "make test    unit tests + lint + execute every chapter (what CI runs)"
 	@echo "make bench   performance benchmarks (ratios against plain baselines)"
+	@echo "make reproduce  re-execute every chapter with empty caches and compare every glued number with the last build"
 	@echo "make pdf     a PDF of the built book (headless Chromium)"
 	@echo "make clean   remove _build and the feature/model cache"
 
@@ -103,6 +104,13 @@ pdf: install
 
 bench: install
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
+
+# Reproducibility of the whole book: execute every chapter again, each with an empty feature/model cache,
+# and compare every glued number with the last build (timings and memory excepted). About as long as make test.
+reproduce: install
+	@test -d _build/jupyter_execute/book || { echo "no executed book in _build: run make test or make book first"; exit 1; }
+	$(PY) tools/glued_values.py dump _build/jupyter_execute/book -o _build/glued-values.json
+	$(PY) tools/glued_values.py rerun book/[0-9]*.ipynb --against _build/glued-values.json --fresh-cache --skip-machine
 
 clean:
 	rm -rf _build .cache

@@ -162,3 +162,12 @@ def test_dump_reads_the_glue_files_myst_nb_writes_beside_executed_notebooks(tmp_
     sidecar = {"x": _glue_output("x", "0.5"), "y": _glue_output("y", "'text'", display=True)}
     (tmp_path / "ch.glue.json").write_text(json.dumps(sidecar))
     assert gv.dump([tmp_path]) == {"ch": {"x": "0.5", "y": "'text'"}}
+
+
+def test_compare_can_skip_measurements_of_the_machine():
+    a = {"ch": {"ch04_elapsed": "93.8", "ch02_bench_knn_ratio": "4.7", "score": "0.5"}}
+    b = {"ch": {"ch04_elapsed": "66.9", "ch02_bench_knn_ratio": "6.3", "score": "0.5"}}
+    assert len(gv.compare(a, b)) == 2
+    assert gv.compare(a, b, skip=gv.MACHINE_KEYS) == []
+    b["ch"]["score"] = "0.51"   # a real result never hides behind the skip list
+    assert len(gv.compare(a, b, skip=gv.MACHINE_KEYS)) == 1

@@ -8,6 +8,7 @@ Usage::
     # the values glued by an executed book (make test / make book leave them in _build/jupyter_execute)
     python tools/glued_values.py dump _build/jupyter_execute -o run1.json
     python tools/glued_values.py compare run1.json run2.json
+    python tools/glued_values.py compare run1.json run2.json --skip-machine   # without timings and memory
 
     # re-execute chapters in fresh kernels and compare with the build's own execution (one extra run each) ...
     python tools/glued_values.py rerun book/01_hypothesis.ipynb --against _build/jupyter_execute
@@ -25,6 +26,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -115,10 +117,15 @@ def dump(paths) -> dict[str, dict[str, str]]:
     return result
 
 
-def compare(a: dict, b: dict, only: list[str] | None = None) -> list[str]:
+#: Glue keys that measure the machine rather than the models (timings, memory, benchmark ratios): they
+#: legitimately differ between two executions, and ``compare --skip-machine`` leaves them out.
+MACHINE_KEYS = re.compile(r"(_bench_|_elapsed|_peak_gb|_train_total|_train_max|_seconds)")
+
+
+def compare(a: dict, b: dict, only: list[str] | None = None, skip: re.Pattern | None = None) -> list[str]:
     """Differences between two dumps, as readable lines (empty when identical).
 
-    ``only`` restricts the comparison to these notebook stems.
+    ``only`` restricts the comparison to these notebook stems; keys matching ``skip`` are not compared.
     """
     names = sorted(set(a) | set(b)) if only is None else sorted(only)
     problems = []
@@ -128,6 +135,8 @@ def compare(a: dict, b: dict, only: list[str] | None = None) -> list[str]:
             problems.append(f"{name}: present in only one run")
             continue
         for key in sorted(set(va) | set(vb)):
+            if skip is not None and skip.search(key):
+                continue
             if key not in va or key not in vb:
                 problems.append(f"{name}: {key!r} glued in only one run")
             elif va[key] != vb[key]:
@@ -162,7 +171,7 @@ def execute(path: Path, timeout: int = 1200, cache_dir: str | None = None) -> tu
 
 
 def rerun(paths, times: int = 2, against: str | None = None, fresh_cache: bool = False,
-          log=print) -> list[str]:
+          log=print, skip: re.Pattern | None = None) -> list[str]:
     """Execute notebooks ``times`` times (or once, compared with ``against``) and compare glued values."""
     if against is not None:
         reference = json.loads(Path(against).read_text()) if against.endswith(".json") else dump([against])
@@ -186,7 +195,7 @@ def rerun(paths, times: int = 2, against: str | None = None, fresh_cache: bool =
             if _name(path) not in reference and len(reference) == 1:  # a dump of one notebook, other name
                 baseline = {_name(path): next(iter(reference.values()))}
         for other in (runs if against is not None else runs[1:]):
-            problems.extend(compare(baseline, other, only=[_name(path)]))
+            problems.extend(compare(baseline, other, only=[_name(path)], skip=skip))
     return problems
 
 
@@ -199,10 +208,14 @@ def main(argv=None) -> int:
     p_cmp = sub.add_parser("compare", help="compare two JSON dumps")
     p_cmp.add_argument("a")
     p_cmp.add_argument("b")
+    p_cmp.add_argument("--skip-machine", action="store_true",
+                       help="leave out glued timings, memory and benchmark ratios (MACHINE_KEYS)")
     p_run = sub.add_parser("rerun", help="execute notebooks and compare their glued values")
     p_run.add_argument("paths", nargs="+")
     p_run.add_argument("--times", type=int, default=2, help="executions per notebook (default 2)")
     p_run.add_argument("--against", help="compare one execution with an executed folder or a JSON dump")
+    p_run.add_argument("--skip-machine", action="store_true",
+                       help="leave out glued timings, memory and benchmark ratios (MACHINE_KEYS)")
     p_run.add_argument("--fresh-cache", action="store_true",
                        help="give every execution an empty PRH_CACHE_DIR (recomputes features and models)")
     args = parser.parse_args(argv)
@@ -217,12 +230,14 @@ def main(argv=None) -> int:
         return 0
     if args.cmd == "compare":
         a, b = (json.loads(Path(p).read_text()) for p in (args.a, args.b))
-        problems = compare(a, b)
-        n = sum(len(v) for v in a.values())
+        skip = MACHINE_KEYS if args.skip_machine else None
+        problems = compare(a, b, skip=skip)
+        n = sum(1 for v in a.values() for key in v if skip is None or not skip.search(key))
     else:
         if args.against is None and args.times < 2:
             parser.error("rerun needs --times >= 2 or --against")
-        problems = rerun(args.paths, times=args.times, against=args.against, fresh_cache=args.fresh_cache)
+        problems = rerun(args.paths, times=args.times, against=args.against, fresh_cache=args.fresh_cache,
+                         skip=MACHINE_KEYS if args.skip_machine else None)
         n = None
     for line in problems:
         print(f"[glued_values] DIFFERENT {line}")

@@ -48,14 +48,8 @@ def single_thread():
 # validation
 # ---------------------------------------------------------------------------------------------
 def _matrix(x, name: str) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array n x d, got shape {x.shape}")
-    if x.shape[0] < 2 or x.shape[1] < 1:
-        raise ValueError(f"{name} needs at least 2 rows and 1 column, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return x
+    """``x`` validated by :func:`prhlib.metrics.as_matrix` (2-D, at least 2 rows, finite), as float64 NumPy."""
+    return metrics.as_matrix(x, name).detach().cpu().double().numpy()
 
 
 def _same_rows(*arrays_and_names) -> int:

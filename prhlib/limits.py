@@ -43,14 +43,8 @@ ATTRIBUTE_COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 def _as_2d(x, name: str) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be an n x d matrix, got shape {arr.shape}")
-    if arr.shape[0] < 2 or arr.shape[1] < 1:
-        raise ValueError(f"{name} needs at least 2 rows and 1 column, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or inf")
-    return arr
+    """``x`` validated by :func:`prhlib.metrics.as_matrix` (2-D, at least 2 rows, finite), as float64 NumPy."""
+    return metrics.as_matrix(x, name).detach().cpu().double().numpy()
 
 
 def _drop_tuple(drop) -> tuple[str, ...]:

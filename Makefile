@@ -91,6 +91,7 @@ test: unit lint
 book: install fresh-cache
 	@start=$$(date +%s); \
 	env -u MPLBACKEND $(VENV)/bin/jupyter-book build . --builder html $(BOOK_FLAGS); \
+	$(PY) tools/check_outputs.py _build/jupyter_execute; \
 	$(PY) tools/report_times.py _build || true; \
 	echo "[make] site built in $$(( $$(date +%s) - start )) s: open $(CURDIR)/_build/html/index.html"
 

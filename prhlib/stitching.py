@@ -900,3 +900,60 @@ def zero_shot_swap(train_a, y_train, test_b, y_test, anchors_a=None, anchors_b=N
     clf = clone(classifier) if classifier is not None else LogisticRegression(max_iter=2000)
     clf.fit(train_a, y_train)
     return float((clf.predict(test_b) == y_test).mean())
+
+
+def swap_table(embeddings, labels, train_idx, test_idx, anchor_idx=None, center: bool = False,
+               classifier=None):
+    """:func:`zero_shot_swap` for every ordered pair of encoders, each classifier fitted only once.
+
+    Parameters
+    ----------
+    embeddings : mapping name -> array (n, d_name)
+        every encoder's embeddings of the same n samples.
+    labels : array (n,)
+    train_idx, test_idx : integer arrays
+        rows that train the classifiers and rows they are tested on.
+    anchor_idx : integer array, optional
+        anchor rows: given, every encoder is mapped to :func:`relative_representation` on its own
+        embeddings of these rows (the relative swap); omitted, absolute features are used and pairs of
+        encoders with different widths get NaN (no absolute swap is defined).
+    center : bool
+        centre on the anchors' mean (relative swap only).
+    classifier : scikit-learn estimator, optional
+        default ``LogisticRegression(max_iter=2000)``; cloned for every encoder.
+
+    Returns
+    -------
+    pandas.DataFrame
+        accuracy, rows: the encoder the classifier was trained on; columns: the encoder it is tested on.
+        Cell (a, b) equals ``zero_shot_swap`` on the same rows.
+    """
+    import pandas as pd
+    from sklearn.base import clone
+    from sklearn.linear_model import LogisticRegression
+
+    names = list(embeddings)
+    if not names:
+        raise ValueError("embeddings is empty: pass at least one encoder")
+    emb = {name: _check_matrix(embeddings[name], f"embeddings[{name!r}]") for name in names}
+    labels = np.asarray(labels)
+    sizes = {len(x) for x in emb.values()} | {len(labels)}
+    if len(sizes) != 1:
+        raise ValueError(f"every encoder and labels must describe the same samples, got row counts "
+                         f"{ {name: len(x) for name, x in emb.items()} } and {len(labels)} labels")
+    train_idx, test_idx = np.asarray(train_idx), np.asarray(test_idx)
+    if anchor_idx is not None:
+        anchor_idx = np.asarray(anchor_idx)
+        train = {n: relative_representation(x[train_idx], x[anchor_idx], center=center) for n, x in emb.items()}
+        test = {n: relative_representation(x[test_idx], x[anchor_idx], center=center) for n, x in emb.items()}
+    else:
+        train = {n: x[train_idx] for n, x in emb.items()}
+        test = {n: x[test_idx] for n, x in emb.items()}
+    table = pd.DataFrame(np.nan, index=names, columns=names, dtype=float)
+    for fit_on in names:
+        clf = clone(classifier) if classifier is not None else LogisticRegression(max_iter=2000)
+        clf.fit(train[fit_on], labels[train_idx])
+        for test_on in names:
+            if test[test_on].shape[1] == train[fit_on].shape[1]:
+                table.loc[fit_on, test_on] = float((clf.predict(test[test_on]) == labels[test_idx]).mean())
+    return table

@@ -507,3 +507,32 @@ def test_compare_cuts_errors(task):
     short = {"block1": acts["block1"][:10]}
     with pytest.raises(ValueError, match="different numbers of inputs"):
         S.compare_cuts(acts, acts, short, acts, task["b"], methods=("lstsq",))
+
+
+def test_swap_table_matches_zero_shot_swap_cell_by_cell():
+    rng = np.random.default_rng(5)
+    n, labels = 120, np.repeat(np.arange(3), 40)
+    base = rng.standard_normal((n, 6)) + 2.0 * np.eye(3, 6)[labels]
+    rotation = np.linalg.qr(rng.standard_normal((6, 6)))[0]
+    emb = {"a": base, "rotated": base @ rotation, "narrow": base[:, :4] + 0.1 * rng.standard_normal((n, 4))}
+    order = rng.permutation(n)
+    train, test, anchors = order[:80], order[80:], order[:30]
+    for anchor_idx, center in ((None, False), (anchors, False), (anchors, True)):
+        table = S.swap_table(emb, labels, train, test, anchor_idx=anchor_idx, center=center)
+        for a in emb:
+            for b in emb:
+                if anchor_idx is None and emb[a].shape[1] != emb[b].shape[1]:
+                    assert np.isnan(table.loc[a, b])
+                    continue
+                extra = {} if anchor_idx is None else dict(anchors_a=emb[a][anchors], anchors_b=emb[b][anchors],
+                                                           center=center)
+                expected = S.zero_shot_swap(emb[a][train], labels[train], emb[b][test], labels[test],
+                                                    **extra)
+                assert table.loc[a, b] == expected
+
+
+def test_swap_table_errors():
+    with pytest.raises(ValueError, match="empty"):
+        S.swap_table({}, [0, 1], [0], [1])
+    with pytest.raises(ValueError, match="same samples"):
+        S.swap_table({"a": np.ones((4, 2)), "b": np.ones((5, 2))}, [0, 1, 0, 1], [0, 1], [2, 3])

@@ -89,12 +89,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "_build" / "screenshots"))
     parser.add_argument("--part-height", type=int, default=2400)
     args = parser.parse_args(argv)
-    book = Path(args.html) / "book"
+    book = Path(args.html).resolve() / "book"
     if not book.is_dir():
         print(f"[screenshots] no built site in {args.html}: run `make book` first", file=sys.stderr)
         return 1
     names = args.pages or sorted(p.stem for p in book.glob("[0-9][0-9]_*.html"))
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     browser = find_browser()
     for name in names:

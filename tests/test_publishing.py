@@ -581,3 +581,12 @@ def test_pdf_end_to_end_on_a_tiny_site(tmp_path):
         assert make_pdf.untypeset_math(out) == [], "MathJax did not typeset the formula"
     else:
         assert make_pdf.untypeset_math(out) == [3], "raw TeX must be detected when MathJax cannot load"
+
+
+def test_raw_tex_detector_ignores_escaped_backslashes_in_code():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("make_pdf_raw", ROOT / "tools" / "make_pdf.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.RAW_TEX.search(r"the kernel \frac{a}{b}") and mod.RAW_TEX.search(r"\[ x \]")
+    assert not mod.RAW_TEX.search('ax.set(title="kernel of A: $a_i^\\\\top a_j$")')

@@ -38,7 +38,8 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
                   "--disable-component-update", "--disable-sync", "--disable-extensions", "--hide-scrollbars",
                   "--no-pdf-header-footer", "--run-all-compositor-stages-before-draw",
                   "--virtual-time-budget=20000")
-RAW_TEX = re.compile(r"\\(frac|sum|mathrm|operatorname|sqrt|left|right|begin\{|cap|top)\b|\\\[|\\\(")
+# A TeX command left in the page text; a doubled backslash (a Python string in a code cell, "$a^\\top$") is not one.
+RAW_TEX = re.compile(r"(?<!\\)(\\(frac|sum|mathrm|operatorname|sqrt|left|right|begin\{|cap|top)\b|\\\[|\\\()")
 
 PRINT_CSS = """
 @page {{

@@ -590,3 +590,11 @@ def test_raw_tex_detector_ignores_escaped_backslashes_in_code():
     spec.loader.exec_module(mod)
     assert mod.RAW_TEX.search(r"the kernel \frac{a}{b}") and mod.RAW_TEX.search(r"\[ x \]")
     assert not mod.RAW_TEX.search('ax.set(title="kernel of A: $a_i^\\\\top a_j$")')
+
+
+def test_colab_extra_installs_what_the_notebooks_import_and_no_book_builder():
+    import tomllib
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    colab = " ".join(extras["colab"])
+    assert "myst-nb" in colab            # every chapter calls myst_nb.glue
+    assert "jupyter-book" not in colab   # pins sphinx~=7, jsonschema<5, click<9: a fight with Colab's stack

@@ -11,7 +11,6 @@ row i of every input describes pair i.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Mapping, Sequence
 
@@ -19,29 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
-
-
-# ---------------------------------------------------------------------------------------------
-# threads
-# ---------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def single_thread():
-    """Run PyTorch and BLAS on one thread inside the block (restored afterwards).
-
-    The experiments here are many small operations (neighbour lists of n < 10,000 samples, ridge fits
-    on a few hundred rows). Their thread start-up and synchronisation cost more than they gain: measured
-    on a shared 2-core machine, a maxT calibration ran 10-15x faster on one thread than on two.
-    """
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(before)
+from .metrics import single_thread  # also public here: chapter 7 calls crossmodal.single_thread
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,31 +65,42 @@ def alignment_grid(vision: Mapping[str, object], text: Mapping[str, object], met
         exact for any features; NaN for other metrics, whose analytic levels assume Gaussian features:
         compare with ``threshold``, the measured null, instead).
     """
-    if not vision or not text:
-        raise ValueError("give at least one vision and one text model")
     rows = []
-    for vname, va in vision.items():
-        for tname, tb in text.items():
-            with single_thread():
-                r = metrics.calibrate_layers(va, tb, metric=metric, k=k, q=q, permutations=permutations,
-                                             alpha=alpha, seed=seed)
-            i, j = int(r.layers[0]), int(r.layers[1])
-            n = _layer_shape(va, i)[0]
-            # k/(n-1) holds for any features (it is the expectation over relabellings); other metrics' analytic
+    for vname, tname, r in calibrated_pairs(vision, text, metric=metric, k=k, q=q, permutations=permutations,
+                                            alpha=alpha, seed=seed):
+        va = vision[vname]
+        i, j = int(r.layers[0]), int(r.layers[1])
+        n = len(va[0]) if isinstance(va, (list, tuple)) else np.shape(va)[0]
+        # k/(n-1) holds for any features (it is the expectation over relabellings); other metrics' analytic
             # levels assume isotropic Gaussian features, which real features are not: use the threshold instead
-            level = metrics.chance(metric, n, k=k) if metric == "mutual_knn" else float("nan")
-            rows.append({"vision": vname, "text": tname, "score": r.score, "calibrated": r.calibrated,
-                         "threshold": r.threshold, "p_value": r.p_value, "layer_vision": i,
-                         "layer_text": j, "chance": level})
+        level = metrics.chance(metric, n, k=k) if metric == "mutual_knn" else float("nan")
+        rows.append({"vision": vname, "text": tname, "score": r.score, "calibrated": r.calibrated,
+                     "threshold": r.threshold, "p_value": r.p_value, "layer_vision": i,
+                     "layer_text": j, "chance": level})
     return pd.DataFrame(rows)
 
 
-def _layer_shape(layers, i: int) -> tuple[int, int]:
-    """(n, d) of layer ``i`` of layered features (n x L x d array or list of n x d_l)."""
-    if isinstance(layers, (list, tuple)):
-        return tuple(np.shape(layers[i]))
-    n, _, d = np.shape(layers)
-    return n, d
+def calibrated_pairs(vision: Mapping[str, object], text: Mapping[str, object], **calibration):
+    """:func:`prhlib.metrics.calibrate_layers` of every (vision, text) model pair, each on one thread.
+
+    Parameters
+    ----------
+    vision, text : mapping name -> layers
+    **calibration
+        ``metric``, ``k``, ``q``, ``permutations``, ``alpha``, ``seed`` of ``calibrate_layers``.
+
+    Returns
+    -------
+    list of (vision name, text name, result) tuples
+    """
+    if not vision or not text:
+        raise ValueError("give at least one vision and one text model")
+    out = []
+    for vname, va in vision.items():
+        for tname, tb in text.items():
+            with single_thread():   # many small operations: one thread is faster
+                out.append((vname, tname, metrics.calibrate_layers(va, tb, **calibration)))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
-from .crossmodal import single_thread
+from .crossmodal import calibrated_pairs
 
 #: Columns of :func:`prhlib.world.latent` (one object per scene) that each droppable attribute occupies.
 ATTRIBUTE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -144,8 +144,7 @@ def knn_membership(x, k: int = 10, tol: float = 1e-9) -> np.ndarray:
     """
     x = _as_2d(x, "x")
     n = x.shape[0]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n - 1:
-        raise ValueError(f"k must be an integer between 1 and n - 1 = {n - 1}, got {k!r}")
+    k = metrics._check_k(k, n)
     sims = x @ x.T
     np.fill_diagonal(sims, -np.inf)
     kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1:k]          # the k-th largest similarity per row
@@ -248,14 +247,11 @@ def calibrated_grid(vision: Mapping[str, object], text: Mapping[str, object],
     uses_k = set(metrics.NEIGHBOUR_METRICS) | {"cknna"}
     rows = []
     for metric in metric_names:
-        for vname, va in vision.items():
-            for tname, tb in text.items():
-                with single_thread():   # many small operations: one thread is faster (crossmodal)
-                    r = metrics.calibrate_layers(va, tb, metric=metric, k=k if metric in uses_k else None,
-                                                 q=q, permutations=permutations, alpha=alpha, seed=seed)
-                rows.append({"vision": vname, "text": tname, "metric": metric, "score": r.score,
-                             "threshold": r.threshold, "p_value": r.p_value, "calibrated": r.calibrated,
-                             "layer_vision": int(r.layers[0]), "layer_text": int(r.layers[1])})
+        for vname, tname, r in calibrated_pairs(vision, text, metric=metric, k=k if metric in uses_k else None,
+                                                q=q, permutations=permutations, alpha=alpha, seed=seed):
+            rows.append({"vision": vname, "text": tname, "metric": metric, "score": r.score,
+                         "threshold": r.threshold, "p_value": r.p_value, "calibrated": r.calibrated,
+                         "layer_vision": int(r.layers[0]), "layer_text": int(r.layers[1])})
     return pd.DataFrame(rows)
 
 

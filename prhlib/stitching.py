@@ -32,6 +32,7 @@ on another with no training at all.
 from __future__ import annotations
 
 import copy
+import itertools
 import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -169,12 +170,14 @@ def _eval_mode(module: nn.Module):
             m.training = flag
 
 
-def _device(module: nn.Module) -> torch.device:
-    """Where ``module`` lives: the device of its first parameter or buffer (CPU if it has none)."""
-    for t in module.parameters():
-        return t.device
-    for t in module.buffers():
-        return t.device
+def _device(*modules: nn.Module) -> torch.device:
+    """Where the first of ``modules`` that has a parameter or buffer lives (CPU if none has one).
+
+    A module without tensors (an identity bottom or stitch) defers to the next one, e.g. the top.
+    """
+    for module in modules:
+        for t in itertools.chain(module.parameters(), module.buffers()):
+            return t.device
     return torch.device("cpu")
 
 
@@ -317,8 +320,7 @@ class StitchedModel(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = self.bottom if _has_tensors(self.bottom) else self.top  # an identity bottom has no tensors
-        return self.top(self.stitch(self.bottom(x.to(_device(first)))))
+        return self.top(self.stitch(self.bottom(x.to(_device(self.bottom, self.top)))))
 
     def n_trainable(self) -> int:
         """Number of trainable parameters (those of the stitch)."""
@@ -404,10 +406,6 @@ def _as_tensor(x, name: str) -> torch.Tensor:
     if not torch.isfinite(t).all():
         raise ValueError(f"{name} contains NaN or inf")
     return t
-
-
-def _has_tensors(module: nn.Module) -> bool:
-    return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
 
 
 @torch.no_grad()
@@ -508,7 +506,7 @@ def train_stitch(model: StitchedModel, x, y, epochs: int = 10, batch_size: int =
     if not params:  # e.g. an identity stitch: nothing to train
         return []
     gen = torch.Generator().manual_seed(seed)
-    device = _device(model.stitch) if _has_tensors(model.stitch) else _device(model.top)
+    device = _device(model.stitch, model.top)
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     history = []
     model.train()

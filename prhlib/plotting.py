@@ -71,3 +71,19 @@ def plotly_html(fig, height: int = 560, div_id: str | None = None):
     html = fig.to_html(include_plotlyjs="cdn", full_html=False, div_id=div_id,
                        default_height=f"{height}px", default_width="100%", config={"responsive": True})
     return HTML(html)
+
+
+#: CSS that lets a wide table fit the website's text column.
+COMPACT_CSS = [{"selector": "th, td", "props": "font-size: 0.85em; padding: 2px 5px;"}]
+
+
+def compact_table(df, precision: int | str = 3, index: bool = True, na_rep: str = ""):
+    """A pandas ``Styler`` of ``df`` in the book's compact table style (fits the page).
+
+    ``precision`` is a number of decimals or a format string such as ``"{:.2f}"``; ``index=False`` hides
+    the row index.
+    """
+    fmt = precision if isinstance(precision, str) else f"{{:.{int(precision)}f}}"
+    numeric = df.select_dtypes("number").columns
+    style = df.style.format(fmt, subset=list(numeric), na_rep=na_rep).set_table_styles(COMPACT_CSS)
+    return style if index else style.hide(axis="index")

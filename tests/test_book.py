@@ -594,3 +594,65 @@ def test_chapters_do_not_manage_threads(docname):
     code = code_text(read_nb(docname))
     assert not re.search(r"thread", code, re.IGNORECASE), (
         f"{docname}.ipynb: thread policy belongs inside prhlib, not in a chapter")
+
+
+# --------------------------------------------------------------------------------------------------
+# the referee standard in prose: claims are computed, not typed
+# --------------------------------------------------------------------------------------------------
+#: Phrases that state a result. A sentence holding one must paste a glued value or word ({glue...}) or be
+#: guarded by a hidden cell (tagged remove-cell) whose code contains ``guard: <phrase>`` next to an assert
+#: that fails when the data stop supporting the sentence. Questions and exercise prompts ("predict ...") are
+#: not claims.
+CLAIM_PHRASES = (
+    "at chance", "above chance", "below chance", "near chance", "more often than", "less often than",
+    "higher than", "lower than", "better than", "worse than", "survives", "vanishes", "the bright block",
+    "interesting failure", "outperforms", "no better than", "the same score",
+)
+SENTENCE = re.compile(r"[^.!?]*(?:[.!?](?=\s|$)|$)", re.DOTALL)
+
+
+def hidden_guards(nb) -> str:
+    return "\n".join(c.source for c in code_cells(nb) if HIDDEN_TAGS & set(c.metadata.get("tags", [])))
+
+
+def unguarded_claims(markdown: str, guards: str) -> list[str]:
+    """Sentences of ``markdown`` that state a result (CLAIM_PHRASES) with no glue and no hidden guard."""
+    found = []
+    for sentence in SENTENCE.findall(markdown):
+        low = " ".join(sentence.lower().split())
+        if low.endswith("?") or "predict" in low:   # questions and exercise prompts claim nothing
+            continue
+        for phrase in CLAIM_PHRASES:
+            if phrase in low and "{glue" not in sentence and f"guard: {phrase}" not in guards.lower():
+                found.append(f"{phrase!r} in: {low[:110]}")
+    return found
+
+
+def test_claim_detector():
+    md = "It retrieves at chance. Lite2 is higher than Lite0 ({glue:text}`x`). Plain text."
+    assert unguarded_claims(md, "") == ["'at chance' in: it retrieves at chance."]
+    assert unguarded_claims(md, "assert p > 0.05  # guard: at chance") == []
+
+
+@pytest.mark.parametrize("docname", CHAPTERS)
+def test_no_anecdotal_numbers(docname):
+    text = markdown_text(docname).lower()
+    assert "when we ran" not in text, (f"{docname}.ipynb: 'when we ran' in prose; compute the number in a hidden "
+                                       "cell and glue it")
+
+
+@pytest.mark.parametrize("docname", CHAPTERS)
+def test_claims_are_glued_or_guarded(docname):
+    nb = read_nb(docname)
+    claims = unguarded_claims(markdown_text(docname), hidden_guards(nb))
+    assert not claims, (f"{docname}.ipynb: {len(claims)} sentences state a result without a glued value or a "
+                        f"hidden guard ('# guard: <phrase>' beside an assert in a remove-cell cell): {claims}")
+
+
+@pytest.mark.parametrize("docname", CHAPTERS)
+def test_rank_correlations_come_with_intervals(docname):
+    """Correlations over models go through metrics.rank_correlation, which carries a bootstrap interval."""
+    code = code_text(read_nb(docname))
+    bare = re.findall(r"\b(?:spearmanr|kendalltau|pearsonr)\(|\.corr\(", code)
+    assert not bare, (f"{docname}.ipynb calls {sorted(set(bare))}: use metrics.rank_correlation (estimate with "
+                      "its interval and permutation p) or metrics.rsa")

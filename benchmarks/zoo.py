@@ -30,14 +30,14 @@ def time_steps(cfg: zoo.TrainConfig, x: torch.Tensor, labels: dict, threads: int
         model = zoo.build(cfg)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         for i in range(5):  # warm-up
-            loss = zoo._loss_classify(model, x[:BATCH], {t: v[:BATCH] for t, v in labels.items()})
+            loss = zoo.LOSSES["classify"](model, {"x": x[:BATCH], "labels": {t: v[:BATCH] for t, v in labels.items()}})
             opt.zero_grad()
             loss.backward()
             opt.step()
         wall, cpu = time.perf_counter(), time.process_time()
         for i in range(STEPS):
             sl = slice((i * BATCH) % (len(x) - BATCH), (i * BATCH) % (len(x) - BATCH) + BATCH)
-            loss = zoo._loss_classify(model, x[sl], {t: v[sl] for t, v in labels.items()})
+            loss = zoo.LOSSES["classify"](model, {"x": x[sl], "labels": {t: v[sl] for t, v in labels.items()}})
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -12,8 +12,33 @@ Modules (import them by name, e.g. ``from prhlib import metrics``):
 ``stitching``  model stitching and relative representations
 ``colors``     the colour case study: named colours, CIELAB, PMI, MDS, Kabsch--Umeyama
 ``plotting``   the book's figures
+
+``pip install prhlib`` installs only what ``metrics`` needs (NumPy, SciPy, PyTorch); the other modules
+need an extra (``pip install "prhlib[models]"``, ``[plots]``, ``[book]``, ...) and say which when it is
+missing. ``prhlib align A.npy B.npy`` (or ``python -m prhlib``) runs the metrics from the command line.
 """
 
+import importlib
+
+#: The one place the version lives (pyproject.toml, CITATION.cff and the book's "How to cite" read it).
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+#: The one place the repository address lives (README, CITATION.cff, _config.yml and the chapters'
+#: Colab cells must agree with it; tests/test_publishing.py checks).
+REPOSITORY = "https://github.com/prh-hands-on/prh-book"
+
+_SUBMODULES = ("config", "metrics", "world", "zoo", "models", "features", "data", "stitching", "colors",
+               "plotting", "crossmodal", "limits", "cli")
+
+__all__ = ["__version__", "REPOSITORY"]  # submodules stay lazy: `from prhlib import *` imports none
+
+
+def __getattr__(name: str):
+    """Import submodules on first use (``import prhlib; prhlib.metrics``): nothing heavy at import time."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SUBMODULES))

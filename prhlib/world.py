@@ -503,6 +503,11 @@ class WorldSample:
                            [self.captions[i] for i in idx], dict(self.options), self.seed)
 
 
+def _is_int(value) -> bool:
+    """An integer (Python or numpy), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def sample(n: int, seed: int = 0, **options) -> WorldSample:
     """Draw ``n`` samples of the world.
 
@@ -526,8 +531,10 @@ def sample(n: int, seed: int = 0, **options) -> WorldSample:
         ``.z`` (n x m float64), ``.images`` (n x H x W x 3 uint8), ``.captions`` (n str),
         ``.scenes`` (n :class:`Scene`).
     """
-    if int(n) != n or n < 1:
+    if not _is_int(n) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
+    if not _is_int(seed) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     n = int(n)
     opts = _validate_options(options)
     ss_scene, ss_image, ss_text = np.random.SeedSequence(int(seed)).spawn(3)

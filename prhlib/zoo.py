@@ -61,7 +61,7 @@ PROBE_SEED = 90_002
 PAD, UNK = "<pad>", "<unk>"
 #: Version of the architectures and training loops: bump it whenever either changes, so cached
 #: checkpoints of the old recipe are retrained rather than loaded.
-RECIPE = 1
+RECIPE = 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,16 +145,26 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+def _is_int(value) -> bool:
+    """An integer (Python or numpy), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def _validate_config(c: TrainConfig) -> None:
     if c.arch not in IMAGE_ARCHS + TEXT_ARCHS:
         raise ValueError(f"unknown arch {c.arch!r}: choose from {IMAGE_ARCHS + TEXT_ARCHS}")
     if c.objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {c.objective!r}: choose from {OBJECTIVES}")
     for name in ("width", "depth", "n_train", "epochs", "batch_size", "embed_dim", "max_len", "text_width"):
-        if int(getattr(c, name)) != getattr(c, name) or getattr(c, name) < 1:
-            raise ValueError(f"{name} must be a positive integer, got {getattr(c, name)!r}")
-    if not (math.isfinite(c.lr) and c.lr > 0):
-        raise ValueError(f"lr must be a finite positive number, got {c.lr}")
+        value = getattr(c, name)
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    for name in ("seed", "data_seed"):
+        value = getattr(c, name)
+        if not _is_int(value) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    if isinstance(c.lr, bool) or not isinstance(c.lr, (int, float)) or not (math.isfinite(c.lr) and c.lr > 0):
+        raise ValueError(f"lr must be a finite positive number, got {c.lr!r}")
     if c.objective == "classify":
         if not c.tasks:
             raise ValueError("objective 'classify' needs at least one task")
@@ -309,11 +319,64 @@ def _head(cfg: TrainConfig, width: int, modality: str) -> nn.Module:
     return nn.Linear(width, out)
 
 
-def build(cfg: TrainConfig | dict, arch: str | None = None, width: int | None = None) -> nn.Sequential:
+class ZooModel(nn.Sequential):
+    """A zoo model: an :class:`torch.nn.Sequential` of named children (the last is the head) that
+    declares what the zoo needs to know about it.
+
+    Attributes
+    ----------
+    arch : str
+        One of :data:`IMAGE_ARCHS` + :data:`TEXT_ARCHS`.
+    modality : str
+        ``"image"`` or ``"text"``.
+    prh_config : TrainConfig
+        The config it was built from (for a clip text tower: the image model's config).
+    task_slices : dict
+        ``task -> slice`` of the head's logits (``classify``; empty otherwise).
+    image_size, max_len : int
+        Input size of image models and caption length (tokens) of sequence models.
+    logit_scale : float or None
+        The learned inverse temperature of a trained ``clip`` model.
+    partner : ZooModel or None
+        The text tower of a ``clip`` model (read-only; set with :meth:`attach_partner`). It is not
+        a registered child, so the head stays the last child and ``state_dict`` holds one tower.
+    """
+
+    def __init__(self, layers: list[tuple[str, nn.Module]], *, cfg: TrainConfig, arch: str, modality: str,
+                 task_slices: dict, image_size: int, max_len: int):
+        super().__init__(OrderedDict(layers))
+        self.arch: str = arch
+        self.modality: str = modality
+        self.prh_config: TrainConfig = cfg
+        self.task_slices: dict = task_slices
+        self.image_size: int = image_size
+        self.max_len: int = max_len
+        self.logit_scale: float | None = None
+        self._partner: tuple = ()  # a tuple, so torch does not register the tower as a child
+
+    def __getitem__(self, idx):
+        """``model[i]`` is a child; ``model[a:b]`` a plain :class:`torch.nn.Sequential` of children
+        (e.g. ``model[:-1]``, the representation)."""
+        if isinstance(idx, slice):
+            return nn.Sequential(OrderedDict(list(self._modules.items())[idx]))
+        return super().__getitem__(idx)
+
+    @property
+    def partner(self) -> "ZooModel | None":
+        return self._partner[0] if self._partner else None
+
+    def attach_partner(self, partner: "ZooModel") -> None:
+        """Pair this (image) tower with its text tower."""
+        if not isinstance(partner, ZooModel) or partner.modality != "text":
+            raise ValueError("the partner must be a text ZooModel (the clip text tower)")
+        self._partner = (partner,)
+
+
+def build(cfg: TrainConfig | dict, arch: str | None = None, width: int | None = None) -> ZooModel:
     """An untrained model for ``cfg`` (``arch``/``width`` override, used for the clip text tower).
 
-    Returns a :class:`torch.nn.Sequential` with named children; attributes ``modality``, ``arch``,
-    ``task_slices`` (classify) and ``prh_config`` are attached.
+    Returns a :class:`ZooModel` (a :class:`torch.nn.Sequential` with named children and the
+    declared attributes ``arch``, ``modality``, ``task_slices``, ``prh_config``).
     """
     cfg = as_config(cfg)
     arch = arch or cfg.arch
@@ -354,14 +417,9 @@ def build(cfg: TrainConfig | dict, arch: str | None = None, width: int | None = 
         raise ValueError(f"unknown arch {arch!r}: choose from {IMAGE_ARCHS + TEXT_ARCHS}")
     modality = "image" if arch in IMAGE_ARCHS else "text"
     layers.append(("head", _head(cfg, w, modality)))
-    model = nn.Sequential(OrderedDict(layers))
-    model.arch = arch
-    model.modality = modality
-    model.task_slices = head_size(cfg)[1] if cfg.objective == "classify" else {}
-    model.prh_config = cfg
-    model.image_size = size
-    model.max_len = cfg.max_len
-    return model
+    slices = head_size(cfg)[1] if cfg.objective == "classify" else {}
+    return ZooModel(layers, cfg=cfg, arch=arch, modality=modality, task_slices=slices, image_size=size,
+                    max_len=cfg.max_len)
 
 
 # --------------------------------------------------------------------------------------------
@@ -592,16 +650,40 @@ def _augment(x: torch.Tensor, g: torch.Generator, shift: int = 3) -> torch.Tenso
     return out * contrast + bright + 0.2 * torch.randn(out.shape, generator=g)
 
 
-def _clip_loss():
-    import open_clip.loss
+def info_nce(za: torch.Tensor, zb: torch.Tensor, temperature=0.1) -> torch.Tensor:
+    """Symmetric InfoNCE loss (the CLIP / SimCLR contrastive loss) of paired rows.
 
-    return open_clip.loss.ClipLoss()
+    Row ``i`` of ``za`` and row ``i`` of ``zb`` are a positive pair; every other row of the batch
+    is a negative. Rows are l2-normalised, ``S = za zb^T / temperature`` (``n x n``), and
 
+        loss = ( CE(S, diag) + CE(S^T, diag) ) / 2,
 
-def _loss_classify(model, x, labels) -> torch.Tensor:
-    logits = model(x)
-    return sum(F.cross_entropy(logits[:, sl], labels[t]) for t, sl in model.task_slices.items()) / len(
-        model.task_slices)
+    the mean cross-entropy of picking the partner in each direction (Oord et al. 2018;
+    Radford et al. 2021).
+
+    Parameters
+    ----------
+    za, zb : torch.Tensor, ``n x d``
+        Paired embeddings (``n >= 2``), e.g. image and caption, or two views of one input.
+    temperature : float or 0-d torch.Tensor
+        Softmax temperature (> 0). CLIP learns it: pass ``1 / logit_scale.exp()``.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar; ``log(n)`` for unrelated embeddings, towards 0 for perfect pairing.
+    """
+    if not (isinstance(za, torch.Tensor) and isinstance(zb, torch.Tensor)):
+        raise ValueError("za and zb must be torch tensors (n x d)")
+    if za.dim() != 2 or za.shape != zb.shape or za.shape[0] < 2:
+        raise ValueError(f"za and zb must both be n x d with n >= 2, got {tuple(za.shape)} and "
+                         f"{tuple(zb.shape)}")
+    t = temperature if isinstance(temperature, torch.Tensor) else float(temperature)
+    if not bool(torch.isfinite(torch.as_tensor(t))) or float(t) <= 0:
+        raise ValueError(f"temperature must be a finite positive number, got {float(t)}")
+    logits = F.normalize(za, dim=-1) @ F.normalize(zb, dim=-1).T / t
+    target = torch.arange(len(za), device=za.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
 @contextmanager
@@ -632,28 +714,90 @@ def reproducible(device: str | None = None):
             torch.use_deterministic_algorithms(prev)
 
 
-def _fit(cfg: TrainConfig) -> tuple[nn.Sequential, dict]:
-    """Train a model for ``cfg`` from scratch. Returns the model (eval mode, CPU/device) and
-    ``{"final_loss", "train_seconds"}``."""
+# One loss per objective. Each takes the model and a batch (a dict of tensors, see
+# ``_batch``) and returns a scalar; ``LOSSES`` is the table ``_fit`` reads.
+def _loss_classify(model: ZooModel, batch: dict) -> torch.Tensor:
+    """Mean cross-entropy over the tasks, each on its slice of the head's logits."""
+    logits = model(batch["x"])
+    losses = [F.cross_entropy(logits[:, sl], batch["labels"][t]) for t, sl in model.task_slices.items()]
+    return sum(losses) / len(losses)
+
+
+def _loss_clip(model: ZooModel, batch: dict) -> torch.Tensor:
+    """InfoNCE between the image tower and its text tower, learned temperature (capped at 1/100)."""
+    scale = batch["logit_scale"].clamp(max=math.log(100)).exp()
+    return info_nce(model(batch["x"]), model.partner(batch["text"]), 1 / scale)
+
+
+def _loss_simclr(model: ZooModel, batch: dict) -> torch.Tensor:
+    """InfoNCE between two views of the same inputs (temperature 0.1)."""
+    return info_nce(model(batch["view1"]), model(batch["view2"]), 0.1)
+
+
+def _loss_autoencode(model: ZooModel, batch: dict) -> torch.Tensor:
+    """Reconstruct the image (mean squared error) or which words the caption contains (binary
+    cross-entropy per vocabulary word): an objective that uses no labels."""
+    if model.modality == "image":
+        return F.mse_loss(model(batch["x"]), batch["x"])
+    return F.binary_cross_entropy_with_logits(model(batch["x"]), batch["words"])
+
+
+#: objective -> loss(model, batch)
+LOSSES = {"classify": _loss_classify, "clip": _loss_clip, "simclr": _loss_simclr,
+          "autoencode": _loss_autoencode}
+
+
+def _training_tensors(cfg: TrainConfig, model: ZooModel, data: world.WorldSample) -> dict:
+    """Everything a batch is cut from: the whole training set as tensors."""
+    out = {"x": prepare(model, data)}
+    if cfg.objective == "classify":
+        out["labels"] = {t: torch.from_numpy(data.labels(t)) for t in cfg.tasks}
+    if model.partner is not None:
+        out["text"] = prepare(model.partner, data)
+    if cfg.objective == "autoencode" and cfg.modality == "text":
+        out["words"] = (bag_of_words(data.captions) > 0).float()
+    return out
+
+
+def _text_views(cfg: TrainConfig, model: ZooModel, data: world.WorldSample, epoch: int) -> list:
+    """Two fresh paraphrases of every training caption (text simclr's views for one epoch)."""
+    return [prepare(model, world.describe(data.scenes, seed=cfg.data_seed * 1000 + 2 * epoch + v,
+                                          text_drop=data.options["text_drop"])) for v in (0, 1)]
+
+
+def _batch(cfg: TrainConfig, tensors: dict, idx: torch.Tensor, views, g: torch.Generator,
+           device) -> dict:
+    """The batch ``idx`` of the training tensors, on ``device``."""
+    batch = {"x": tensors["x"][idx].to(device)}
+    if "labels" in tensors:
+        batch["labels"] = {t: v[idx].to(device) for t, v in tensors["labels"].items()}
+    for key in ("text", "words"):
+        if key in tensors:
+            batch[key] = tensors[key][idx].to(device)
+    if cfg.objective == "simclr":
+        if views is None:  # images: two random augmentations
+            xb = tensors["x"][idx]
+            batch["view1"], batch["view2"] = _augment(xb, g).to(device), _augment(xb, g).to(device)
+        else:  # captions: two paraphrases
+            batch["view1"], batch["view2"] = views[0][idx].to(device), views[1][idx].to(device)
+    return batch
+
+
+def _fit(cfg: TrainConfig) -> tuple[ZooModel, dict]:
+    """Train a model for ``cfg`` from scratch with ``LOSSES[cfg.objective]``. Returns the model
+    (eval mode, on the configured device) and ``{"first_loss", "final_loss", "train_seconds"}``."""
     device = _config.device()
     torch.manual_seed(cfg.seed)
     model = build(cfg).to(device)
-    partner = None
     params = list(model.parameters())
     logit_scale = None
     if cfg.objective == "clip":
-        partner = build(cfg, arch=cfg.text_arch, width=cfg.text_width)
-        partner.prh_config = cfg
-        partner = partner.to(device)
+        model.attach_partner(build(cfg, arch=cfg.text_arch, width=cfg.text_width).to(device))
         logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07), device=device))
-        params += list(partner.parameters()) + [logit_scale]
+        params += list(model.partner.parameters()) + [logit_scale]
     data = _world(cfg.n_train, cfg.data_seed, cfg.world)
-    x_all = prepare(model, data)
-    labels_all = {t: torch.from_numpy(data.labels(t)) for t in cfg.tasks} if cfg.objective == "classify" else {}
-    t_all = prepare(partner, data) if partner is not None else None
-    bow_all = (bag_of_words(data.captions) > 0).float() if (cfg.objective == "autoencode"
-                                                            and cfg.modality == "text") else None
-    loss_fn = _clip_loss() if cfg.objective in ("clip", "simclr") else None
+    tensors = _training_tensors(cfg, model, data)
+    loss_fn = LOSSES[cfg.objective]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     steps_per_epoch = cfg.n_train // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
@@ -661,38 +805,20 @@ def _fit(cfg: TrainConfig) -> tuple[nn.Sequential, dict]:
     g = torch.Generator().manual_seed(cfg.seed)
     running, first = float("nan"), []
     start = time.perf_counter()
-    model.train()
-    if partner is not None:
-        partner.train()
+    towers = [model] + ([model.partner] if model.partner is not None else [])
+    for tower in towers:
+        tower.train()
     bar = _config.progress(range(cfg.epochs), desc=f"train {cfg.arch}/{cfg.objective}", leave=False)
     for epoch in bar:
         order = torch.randperm(cfg.n_train, generator=g)
-        views = None
-        if cfg.objective == "simclr" and cfg.modality == "text":
-            views = [prepare(model, world.describe(data.scenes, seed=cfg.data_seed * 1000 + 2 * epoch + v,
-                                                   text_drop=data.options["text_drop"]))
-                     for v in (0, 1)]
+        text_simclr = cfg.objective == "simclr" and cfg.modality == "text"
+        views = _text_views(cfg, model, data, epoch) if text_simclr else None
         for step in range(steps_per_epoch):
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x = x_all[idx].to(device)
-            if cfg.objective == "classify":
-                loss = _loss_classify(model, x, {t: v[idx].to(device) for t, v in labels_all.items()})
-            elif cfg.objective == "clip":
-                fi = F.normalize(model(x), dim=-1)
-                ft = F.normalize(partner(t_all[idx].to(device)), dim=-1)
-                loss = loss_fn(fi, ft, logit_scale.clamp(max=math.log(100)).exp())
-            elif cfg.objective == "simclr":
-                if views is None:
-                    xb = x_all[idx]
-                    v1, v2 = _augment(xb, g).to(device), _augment(xb, g).to(device)
-                else:
-                    v1, v2 = views[0][idx].to(device), views[1][idx].to(device)
-                z1, z2 = F.normalize(model(v1), dim=-1), F.normalize(model(v2), dim=-1)
-                loss = loss_fn(z1, z2, torch.tensor(10.0, device=device))  # temperature 0.1
-            elif cfg.modality == "image":  # autoencode
-                loss = F.mse_loss(model(x), x)
-            else:
-                loss = F.binary_cross_entropy_with_logits(model(x), bow_all[idx].to(device))
+            batch = _batch(cfg, tensors, idx, views, g, device)
+            if logit_scale is not None:
+                batch["logit_scale"] = logit_scale
+            loss = loss_fn(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -705,10 +831,8 @@ def _fit(cfg: TrainConfig) -> tuple[nn.Sequential, dict]:
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{running:.3f}")
     seconds = time.perf_counter() - start
-    model.eval()
-    if partner is not None:
-        partner.eval()
-        object.__setattr__(model, "partner", partner)  # not a registered child: the head stays last
+    for tower in towers:
+        tower.eval()
     if logit_scale is not None:
         model.logit_scale = float(logit_scale.detach().exp())
     return model, {"first_loss": float(np.mean(first)), "final_loss": running, "train_seconds": seconds}
@@ -776,7 +900,7 @@ def _load(cfg: TrainConfig) -> tuple[nn.Sequential, dict] | None:
             partner = build(cfg, arch=cfg.text_arch, width=cfg.text_width)
             partner.load_state_dict(state["partner"])
             partner.eval()
-            object.__setattr__(model, "partner", partner)
+            model.attach_partner(partner)
             model.logit_scale = float(state["logit_scale"])
     except (KeyError, RuntimeError) as err:  # weights of another architecture: retrain
         warnings.warn(f"ignoring cache entry {wpath.name} that does not fit the model: {err}", RuntimeWarning,
@@ -824,6 +948,24 @@ def train(cfg: TrainConfig | dict, force: bool = False) -> tuple[nn.Sequential, 
     return model, {**metrics, "cached": False}
 
 
-def train_many(configs, **kwargs) -> list[tuple[nn.Sequential, dict]]:
-    """:func:`train` each config in turn (a sweep)."""
-    return [train(c, **kwargs) for c in configs]
+def train_many(configs, force: bool = False):
+    """:func:`train` each config in turn (a sweep).
+
+    Parameters
+    ----------
+    configs : mapping of name -> config, or iterable of configs
+        :class:`TrainConfig` objects or dicts of their fields.
+    force : bool
+        Retrain even when a cached model exists.
+
+    Returns
+    -------
+    dict or list
+        ``{name: (model, metrics)}`` for a mapping (same order), else a list of
+        ``(model, metrics)``.
+    """
+    if isinstance(configs, dict):
+        return {name: train(cfg, force=force) for name, cfg in configs.items()}
+    if isinstance(configs, (str, bytes, TrainConfig)):
+        raise ValueError("configs must be a dict of name -> config or a list of configs")
+    return [train(cfg, force=force) for cfg in configs]

@@ -187,6 +187,11 @@ def test_bad_options_raise():
         world.sample(3, text_drop=("smell",))
     with pytest.raises(ValueError, match="positive integer"):
         world.sample(0)
+    with pytest.raises(ValueError, match="n must"):
+        world.sample(True)
+    for seed in (1.5, "1", True, -1):
+        with pytest.raises(ValueError, match="seed"):
+            world.sample(3, seed=seed)
     with pytest.raises(ValueError, match="image_size"):
         world.sample(3, image_size=8)
     with pytest.raises(ValueError, match="max_objects"):

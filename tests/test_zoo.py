@@ -30,6 +30,9 @@ def test_every_arch_is_a_cuttable_sequential(arch, probe_data):
     model = zoo.build(cfg)
     names = [n for n, _ in model.named_children()]
     assert isinstance(model, torch.nn.Sequential) and names[-1] == "head"
+    # the zoo's metadata are declared attributes of the model class
+    assert isinstance(model, zoo.ZooModel) and model.arch == arch and model.prh_config == cfg
+    assert model.modality == ("image" if arch in zoo.IMAGE_ARCHS else "text") and model.partner is None
     assert names[1:3] == ["block1", "block2"]
     feats = zoo.embed(model, probe_data)
     assert feats.shape == (48, len(names) - 1, 16) and feats.dtype == np.float32
@@ -75,6 +78,11 @@ def test_config_key_and_validation():
             zoo.TrainConfig(**bad)
     with pytest.raises(ValueError, match="unknown TrainConfig field"):
         zoo.as_config({"widht": 3})
+    # wrong types are named, never coerced (True is not a width, "x" is not a seed)
+    for bad, match in [({"seed": "x"}, "seed"), ({"width": True}, "width"), ({"data_seed": 1.5}, "data_seed"),
+                       ({"seed": -1}, "seed"), ({"lr": True}, "lr"), ({"epochs": 2.0}, "epochs")]:
+        with pytest.raises(ValueError, match=match):
+            zoo.TrainConfig(**bad)
 
 
 def test_inputs_are_validated():
@@ -165,7 +173,8 @@ def test_clip_and_self_supervised_objectives_train():
     clip_cfg = zoo.TrainConfig(arch="cnn", width=16, depth=1, objective="clip", text_width=32, n_train=1024,
                                epochs=3, embed_dim=16, lr=1e-2)
     model, m = zoo.train(clip_cfg)
-    assert hasattr(model, "partner") and model.partner.modality == "text"
+    assert isinstance(model.partner, zoo.ZooModel) and model.partner.modality == "text"
+    assert not any(k.startswith("_partner") for k in model.state_dict())
     assert [n for n, _ in model.named_children()][-1] == "head"  # the partner is not a child
     assert m["final_loss"] < 0.8 * m["first_loss"], m
     assert m["retrieval_top1"] > 3 * m["retrieval_chance"], m
@@ -187,3 +196,30 @@ def test_reproducible_restores_the_thread_count():
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == 2
     torch.set_num_threads(1)
+
+
+def test_info_nce_is_the_symmetric_contrastive_loss():
+    g = torch.Generator().manual_seed(0)
+    za, zb = torch.randn(16, 8, generator=g), torch.randn(16, 8, generator=g)
+    # by hand: cross-entropy of picking the partner, both directions, on cosine similarities / t
+    a, b = za / za.norm(dim=1, keepdim=True), zb / zb.norm(dim=1, keepdim=True)
+    logits = a @ b.T / 0.1
+    by_hand = -(torch.diag(logits.log_softmax(1)).mean() + torch.diag(logits.log_softmax(0)).mean()) / 2
+    assert zoo.info_nce(za, zb, 0.1).item() == pytest.approx(by_hand.item(), rel=1e-5)
+    # perfect pairing at a low temperature costs almost nothing; the scale of the rows does not matter
+    assert zoo.info_nce(za, 3 * za, 0.01).item() < 1e-3
+    assert zoo.info_nce(za, zb, 0.1).item() > 1.0
+    for bad, match in [((za, zb[:4]), "n x d"), ((za[:1], zb[:1]), "n >= 2"), ((za.numpy(), zb), "tensors")]:
+        with pytest.raises(ValueError, match=match):
+            zoo.info_nce(*bad)
+    with pytest.raises(ValueError, match="temperature"):
+        zoo.info_nce(za, zb, 0.0)
+
+
+def test_one_loss_per_objective_and_train_many():
+    assert set(zoo.LOSSES) == set(zoo.OBJECTIVES)
+    out = zoo.train_many({"a": TINY_BOW.replace(epochs=1), "b": TINY_BOW.replace(epochs=1, seed=1)})
+    assert list(out) == ["a", "b"] and all(isinstance(m, zoo.ZooModel) for m, _ in out.values())
+    assert len(zoo.train_many([TINY_BOW.replace(epochs=1)])) == 1
+    with pytest.raises(ValueError, match="dict"):
+        zoo.train_many(TINY_BOW)

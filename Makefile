@@ -28,7 +28,7 @@ endif
 
 # No MPLBACKEND for the book build: a kernel started with MPLBACKEND=Agg uses Agg instead of the inline backend,
 # and every figure silently disappears from the website (the build still passes). Only the unit tests use Agg.
-.PHONY: help install system-deps test unit lint book pdf bench reproduce clean fresh-cache
+.PHONY: help install system-deps test unit lint book pdf bench reproduce clean fresh-cache lab
 
 help:
 	@echo "make book    build the website into _build/html (executes every chapter)"
@@ -36,6 +36,7 @@ help:
 	@echo "make bench   performance benchmarks (ratios against plain baselines)"
 	@echo "make reproduce  re-execute every chapter with empty caches and compare every glued number with the last build"
 	@echo "make pdf     a PDF of the built book (headless Chromium)"
+	@echo "make lab     JupyterLab on book/ (small profile, the build's feature cache)"
 	@echo "make clean   remove _build and the feature/model cache"
 
 # --- environment ------------------------------------------------------------------------------
@@ -75,7 +76,7 @@ lint: install
 
 # The execution cache (_build/.jupyter_cache) is keyed on notebook content only: drop it when prhlib or the
 # requirements change, so no page ever shows outputs of old library code. `make test` always re-executes.
-LIB_HASH := $(shell cat prhlib/*.py requirements.txt | sha1sum | cut -c1-12)
+LIB_HASH := $(shell find prhlib -name "*.py" | LC_ALL=C sort | xargs cat requirements.txt | sha1sum | cut -c1-12)
 fresh-cache:
 	@if [ "$$(cat _build/.prhlib-hash 2>/dev/null)" != "$(LIB_HASH)" ]; then rm -rf _build; mkdir -p _build; echo $(LIB_HASH) > _build/.prhlib-hash; fi
 
@@ -86,6 +87,17 @@ test: unit lint
 	$(PY) tools/check_outputs.py _build/jupyter_execute; \
 	$(PY) tools/report_times.py _build || true; \
 	echo "[make] executing every chapter and building the site took $$(( $$(date +%s) - start )) s"
+
+# --- reading the chapters locally --------------------------------------------------------------
+# JupyterLab (in requirements.txt) on book/, in the project's environment, with the small profile and the
+# same feature cache as the build (PRH_CACHE_DIR): chapters the build executed open with warm caches.
+# Figures inline (no MPLBACKEND). LAB_FLAGS passes options, e.g. LAB_FLAGS="--no-browser --port 8899".
+LAB_FLAGS ?=
+lab: install
+	@test -x $(VENV)/bin/jupyter-lab || $(PY) -m pip install -q "jupyterlab>=4"
+	@echo "[make] JupyterLab on book/ (profile $${PRH_PROFILE:-small}, cache $(PRH_CACHE_DIR))"
+	env -u MPLBACKEND PRH_PROFILE=$${PRH_PROFILE:-small} PRH_PROGRESS=1 $(VENV)/bin/jupyter-lab \
+	  --notebook-dir=book $(LAB_FLAGS)
 
 # --- outputs ---------------------------------------------------------------------------------
 book: install fresh-cache

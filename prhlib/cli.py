@@ -176,7 +176,7 @@ def load_layers(path: str | os.PathLike, name: str = "A") -> tuple[list[np.ndarr
     except Exception as exc:  # numpy/zip/torch errors for corrupt, pickled or mislabelled files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "pickle" in first.lower() or "object arrays" in first.lower():
-            first = "it holds pickled Python objects, and prhlib never unpickles (save plain numeric arrays)"
+            first = "not a plain numeric array file (reading it would need unpickling, which prhlib never does)"
         elif "weights_only" in first or "Unsupported global" in first:
             first = "it holds more than tensors, and prhlib loads .pt files with weights_only=True"
         raise UsageError(f"{name}: cannot read {path} as {suffix}: {first}") from None

@@ -19,7 +19,6 @@ uses the D65 white point and the 2-degree observer (``L*`` in ``[0, 100]``).
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 
@@ -380,40 +379,6 @@ def cooccurrence(bins_a, bins_b, n_bins: int) -> np.ndarray:
     return np.bincount(flat, minlength=n_bins * n_bins).reshape(n_bins, n_bins)
 
 
-def pmi(counts, smoothing: float = 0.0) -> np.ndarray:
-    """Pointwise mutual information of a joint count table.
-
-    ``PMI(u, v) = log p(u, v) - log p(u) - log p(v)`` with ``p(u, v) = (C[u, v] + s) / sum(C + s)`` and
-    the marginals ``p(u) = sum_v p(u, v)``. ``s = smoothing`` is a pseudo-count added to every cell;
-    with ``s = 0`` an empty cell would give ``-inf``, so it is an error.
-    PMI is 0 for colours that co-occur exactly as often as independence predicts, positive for
-    colours that appear together more often.
-
-    Parameters
-    ----------
-    counts : array_like, shape (n, n), non-negative
-    smoothing : float, >= 0
-
-    Returns
-    -------
-    ndarray, shape (n, n)
-    """
-    counts = np.asarray(counts, dtype=float)
-    if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
-        raise ValueError(f"expected a square count table, got shape {counts.shape}")
-    if not np.all(np.isfinite(counts)) or counts.min() < 0:
-        raise ValueError("counts must be finite and non-negative")
-    if smoothing < 0:
-        raise ValueError(f"smoothing must be >= 0, got {smoothing}")
-    table = counts + smoothing
-    if np.any(table == 0):
-        raise ValueError(f"{int((table == 0).sum())} cells of the count table are empty, so their PMI is "
-                         "-inf: pass smoothing > 0 (a pseudo-count) or keep fewer, more frequent colours")
-    p = table / table.sum()
-    marginal = p.sum(axis=1)
-    return np.log(p) - np.log(marginal)[:, None] - np.log(marginal)[None, :]
-
-
 def pmi_dissimilarity(pmi_matrix) -> np.ndarray:
     """The paper's dissimilarity ``-PMI + max(PMI)``, with the diagonal set to 0.
 
@@ -424,7 +389,7 @@ def pmi_dissimilarity(pmi_matrix) -> np.ndarray:
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
         raise ValueError(f"expected a square PMI matrix, got shape {m.shape}")
     if not np.all(np.isfinite(m)):
-        raise ValueError("the PMI matrix contains NaN or inf (empty cells? use pmi(..., smoothing>0))")
+        raise ValueError("the PMI matrix contains NaN or inf (empty cells? use prhlib.pmi.from_counts(..., smoothing>0))")
     d = -m + m.max()
     np.fill_diagonal(d, 0.0)
     return d
@@ -463,8 +428,10 @@ def image_cooccurrence(images, levels: int = 8, n_pairs: int = 300_000, radius: 
 
     Keeps the ``n_colors`` most frequent bins of the ``levels^3`` grid; PMI is computed on the joint
     table restricted to pairs whose two colours are both kept, with a ``smoothing`` pseudo-count per
-    cell (see :func:`pmi`).
+    cell (:func:`prhlib.pmi.from_counts`).
     """
+    from .pmi import from_counts
+
     n_bins = levels ** 3
     if not 2 <= n_colors <= n_bins:
         raise ValueError(f"n_colors must be in 2..{n_bins} for levels={levels}, got {n_colors}")
@@ -479,27 +446,30 @@ def image_cooccurrence(images, levels: int = 8, n_pairs: int = 300_000, radius: 
     compact[kept] = np.arange(len(kept))
     both = (compact[bin_a] >= 0) & (compact[bin_b] >= 0)
     counts = cooccurrence(compact[bin_a[both]], compact[bin_b[both]], len(kept))
-    p = pmi(counts, smoothing=smoothing)
+    p = from_counts(counts, smoothing=smoothing)
     rgb = bin_centers(levels)[kept]
     params = dict(levels=levels, n_pairs=n_pairs, radius=radius, n_colors=n_colors, smoothing=smoothing,
                   seed=seed, pairs_kept=int(both.sum()))
     return ImageColors(kept, rgb, to_lab(rgb), freq[kept], counts, p, pmi_dissimilarity(p), params)
 
 
-def nearest_bins(rgb, image_colors: ImageColors) -> np.ndarray:
-    """For each sRGB colour, the row of ``image_colors`` whose CIELAB is closest (CIE76)."""
-    lab = to_lab(np.asarray(rgb, dtype=float))
-    d = ((lab[:, None, :] - image_colors.lab[None, :, :]) ** 2).sum(-1)
-    return d.argmin(axis=1)
+#: Spaces in which :func:`nearest_palette` can measure "nearest".
+QUANTISE_SPACES = ("rgb", "lab")
 
 
-def nearest_palette(colors, palette_lab, chunk: int = 65536) -> np.ndarray:
-    """Index of the nearest palette colour (CIE76 distance in CIELAB) for each uint8 RGB colour.
+def nearest_palette(colors, palette: ColorSet, space: str = "rgb", chunk: int = 65536) -> np.ndarray:
+    """Index of the nearest palette colour for each uint8 RGB colour.
+
+    ``space="rgb"`` measures Euclidean distance between sRGB coordinates in ``[0, 1]`` (the paper's
+    pixel co-occurrence quantises in RGB); ``space="lab"`` uses CIE76 distance in CIELAB. Quantising in
+    CIELAB builds CIELAB's adjacency into any statistic later compared with CIELAB, so it is offered
+    only as a robustness check.
 
     Parameters
     ----------
     colors : uint8 array, shape (m, 3)
-    palette_lab : array_like, shape (p, 3)
+    palette : ColorSet of p colours
+    space : {"rgb", "lab"}
 
     Returns
     -------
@@ -508,102 +478,48 @@ def nearest_palette(colors, palette_lab, chunk: int = 65536) -> np.ndarray:
     colors = np.asarray(colors)
     if colors.ndim != 2 or colors.shape[1] != 3 or colors.dtype != np.uint8:
         raise ValueError(f"expected uint8 RGB colours of shape (m, 3), got {colors.dtype} {colors.shape}")
-    palette_lab = _check_lab(palette_lab)
+    if space not in QUANTISE_SPACES:
+        raise ValueError(f"unknown quantisation space {space!r}: choose one of {QUANTISE_SPACES}")
     # Convert each distinct colour once (photos repeat colours a lot).
     uniq, inverse = np.unique(colors, axis=0, return_inverse=True)
-    lab = to_lab(uniq / 255.0)
+    if space == "lab":
+        points, targets = to_lab(uniq / 255.0), _check_lab(palette.lab)
+    else:
+        points, targets = uniq / 255.0, _check_rgb(np.asarray(palette.rgb, dtype=float))
     best = np.empty(len(uniq), dtype=np.int64)
     for s in range(0, len(uniq), chunk):
-        d = ((lab[s:s + chunk, None, :] - palette_lab[None, :, :]) ** 2).sum(-1)
+        d = ((points[s:s + chunk, None, :] - targets[None, :, :]) ** 2).sum(-1)
         best[s:s + chunk] = d.argmin(axis=1)
     return best[np.ravel(inverse)]
 
 
 def palette_cooccurrence(images, palette: ColorSet, n_pairs: int = 300_000, radius: int = 4,
-                         smoothing: float = 1.0, seed: int = 0) -> ImageColors:
+                         smoothing: float = 1.0, seed: int = 0, space: str = "rgb") -> ImageColors:
     """Image co-occurrence of *named* colours: each pixel takes the name of its nearest palette colour.
 
     The same recipe as :func:`image_cooccurrence` (pixel pairs within ``radius``, joint counts, PMI,
     ``-PMI + max(PMI)``) with the RGB grid replaced by a palette, so that the image geometry covers
     exactly the colours the language models see as words. Rows follow ``palette.names``; ``bins`` holds
-    the palette index and ``rgb``/``lab`` the palette's own colours.
+    the palette index and ``rgb``/``lab`` the palette's own colours. ``space`` is where "nearest" is
+    measured (:func:`nearest_palette`): ``"rgb"`` (default, as the paper quantises) or ``"lab"``, which
+    quantises in the space the result is compared with (a robustness check, not a test).
     """
+    from .pmi import from_counts
+
     n = len(palette)
     if n < 2:
         raise ValueError("the palette needs at least two colours")
+    if space not in QUANTISE_SPACES:
+        raise ValueError(f"unknown quantisation space {space!r}: choose one of {QUANTISE_SPACES}")
     col_a, col_b = sample_pixel_pairs(images, n_pairs=n_pairs, radius=radius, seed=seed)
-    both = nearest_palette(np.concatenate([col_a, col_b]), palette.lab)
-    lab_a, lab_b = both[:n_pairs], both[n_pairs:]
-    counts = cooccurrence(lab_a, lab_b, n)
+    both = nearest_palette(np.concatenate([col_a, col_b]), palette, space=space)
+    idx_a, idx_b = both[:n_pairs], both[n_pairs:]
+    counts = cooccurrence(idx_a, idx_b, n)
     freq = np.bincount(both, minlength=n) / (2.0 * n_pairs)
-    p = pmi(counts, smoothing=smoothing)
+    p = from_counts(counts, smoothing=smoothing)
     params = dict(palette=palette.source, n_pairs=n_pairs, radius=radius, smoothing=smoothing, seed=seed,
-                  pairs_kept=n_pairs)
+                  pairs_kept=n_pairs, space=space)
     return ImageColors(np.arange(n), palette.rgb, palette.lab, freq, counts, p, pmi_dissimilarity(p), params)
-
-
-# --------------------------------------------------------------------------------------------------
-# Offline image collections
-# --------------------------------------------------------------------------------------------------
-
-#: scikit-image's colour photographs that ship inside the wheel (no download).
-SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
-                  "retina", "stereo_motorcycle")
-
-
-def skimage_photos() -> list:
-    """The colour photographs of :data:`SKIMAGE_PHOTOS` plus scikit-learn's two sample photos,
-    as uint8 ``H x W x 3`` arrays (10 images, all offline)."""
-    import skimage.data
-    from sklearn.datasets import load_sample_images
-
-    photos = []
-    for name in SKIMAGE_PHOTOS:
-        img = getattr(skimage.data, name)()
-        photos.append(img[0] if isinstance(img, tuple) else img)
-    photos.extend(load_sample_images().images)
-    return photos
-
-
-def tuxpaint_stamps(n: int | None = None, seed: int = 0) -> list:
-    """Tux Paint's stamps (Debian ``tuxpaint-stamps-default``) as ``H x W x 4`` uint8 RGBA arrays.
-
-    Unlike :func:`prhlib.data.load_pairs`, which composites stamps on white for the vision models, the
-    alpha channel is kept so that pixel pairs can skip the transparent background. Every PNG under
-    :data:`prhlib.data.TUXPAINT_DIR` in sorted path order; ``n`` of them drawn with ``seed`` if given.
-    """
-    from PIL import Image
-
-    from . import data
-
-    root = data.TUXPAINT_DIR
-    files = sorted(root.rglob("*.png")) if root.exists() else []
-    if not files:
-        raise ValueError(f"no stamps under {root}: the Debian package 'tuxpaint-stamps-default' is missing. "
-                         "Install it with: sudo apt-get install -y tuxpaint-stamps-default")
-    if n is not None:
-        if not 1 <= n <= len(files):
-            raise ValueError(f"n must be in 1..{len(files)}, got {n}")
-        files = [files[i] for i in np.sort(np.random.default_rng(seed).choice(len(files), n, replace=False))]
-    stamps = []
-    for f in files:
-        with Image.open(f) as im:
-            stamps.append(np.asarray(im.convert("RGBA")))
-    return stamps
-
-
-def cifar10_images(n: int = 50_000, seed: int = 0) -> list:
-    """``n`` CIFAR-10 training images (32 x 32 x 3 uint8), the paper's image set (full profile: downloads
-    the data set with torchvision into the prhlib cache on first use)."""
-    from torchvision.datasets import CIFAR10
-
-    from . import config
-
-    data = CIFAR10(root=str(config.cache_dir("cifar10")), train=True, download=True).data
-    if not 1 <= n <= len(data):
-        raise ValueError(f"n must be in 1..{len(data)}, got {n}")
-    rows = np.sort(np.random.default_rng(seed).choice(len(data), size=n, replace=False))
-    return list(data[rows])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -629,37 +545,6 @@ def average_templates(features, n_templates: int = len(TEMPLATES)) -> np.ndarray
     return features.reshape(features.shape[0] // n_templates, n_templates, *features.shape[1:]).mean(axis=1)
 
 
-#: The paper's two language models for the colour figure (full profile; Hugging Face ids).
-PAPER_LANGUAGE_MODELS = {
-    "simcse_roberta_large": "princeton-nlp/sup-simcse-roberta-large",
-    "roberta_large": "FacebookAI/roberta-large",
-}
-
-
-def language_encoder(name: str):
-    """An encoder for colour words: a registered :mod:`prhlib.models` name, or one of
-    :data:`PAPER_LANGUAGE_MODELS` (full profile only: they download from the Hugging Face hub).
-    Each model is loaded once per process."""
-    from . import config, models
-
-    if name in PAPER_LANGUAGE_MODELS:
-        if not config.is_full():
-            raise ValueError(f"{name!r} downloads from the Hugging Face hub: it needs the full profile "
-                             "(PRH_PROFILE=full); the small profile has glove50, wordllama, minilm_l3_onnx, "
-                             "minilm_l6")
-        return _paper_language_model(name)
-    return models.get(name)
-
-
-@functools.lru_cache(maxsize=None)
-def _paper_language_model(name: str):
-    from . import models
-
-    repo = PAPER_LANGUAGE_MODELS[name]
-    return models.HFText.from_pretrained(name, repo, causal=False, cache_id=repo,
-                                         info={"source": f"Hugging Face {repo}"})
-
-
 def paper_layers(n_layers: int) -> list:
     """The paper's layer choice for a text model: the last four hidden states, concatenated
     (all of them when the model has fewer than four, e.g. one for static embeddings)."""
@@ -672,7 +557,8 @@ def word_embeddings(model, words, layers="paper", templates=TEMPLATES) -> np.nda
 
     Parameters
     ----------
-    model : str or :class:`prhlib.models.Encoder` (see :func:`language_encoder`)
+    model : str (a :mod:`prhlib.models` name, e.g. ``"minilm_l6"`` or, in the full profile,
+        ``"simcse_roberta_large"``) or :class:`prhlib.models.Encoder`
     words : sequence of n str
     layers : ``"paper"`` (:func:`paper_layers`), or anything ``features.extract`` accepts
 
@@ -690,8 +576,11 @@ def word_embeddings(model, words, layers="paper", templates=TEMPLATES) -> np.nda
     return feats.reshape(feats.shape[0], -1)
 
 
-def euclidean_distances(x) -> np.ndarray:
-    """``n x n`` Euclidean distances between the rows of ``x`` (shape (n, d))."""
+def row_distances(x) -> np.ndarray:
+    """``n x n`` Euclidean distances between the rows of ``x`` (shape (n, d)), float64.
+
+    (Named so as not to shadow scikit-learn's ``euclidean_distances``; ``colors.euclidean_distances``
+    still reaches it for chapter 6.)"""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"expected an n x d array, got shape {x.shape}")
@@ -743,7 +632,7 @@ def stress1(d, x) -> float:
     """Kruskal's normalised stress ``sqrt(sum (delta_ij - ||x_i - x_j||)^2 / sum delta_ij^2)`` over i < j."""
     d = np.asarray(d, dtype=np.float64)
     iu = np.triu_indices(d.shape[0], 1)
-    fit = euclidean_distances(x)[iu]
+    fit = row_distances(x)[iu]
     return float(np.sqrt(((d[iu] - fit) ** 2).sum() / (d[iu] ** 2).sum()))
 
 
@@ -991,50 +880,24 @@ def group_separation(d, labels, groups=("warm", "cool"), permutations: int = 100
 
 
 # --------------------------------------------------------------------------------------------------
-# Figures: colours drawn in themselves
+# Names that moved (kept importable from here because chapter 6 calls them)
 # --------------------------------------------------------------------------------------------------
-
-def scatter_colors(ax, points, hexes, labels=None, size: float = 60.0, fontsize: float = 7.0):
-    """Scatter 2-D ``points`` (n x 2) as dots filled with their own colours (``hexes``), a thin grey
-    edge so that white shows on white, and optional text ``labels``. Returns ``ax``."""
-    points = np.asarray(points, dtype=float)
-    if points.ndim != 2 or points.shape[1] != 2 or len(points) != len(hexes):
-        raise ValueError(f"need n x 2 points and n colours, got {points.shape} and {len(hexes)}")
-    ax.scatter(points[:, 0], points[:, 1], c=list(hexes), s=size, edgecolors="0.3", linewidths=0.6, zorder=3)
-    if labels is not None:
-        for (x, y), text in zip(points, labels):
-            ax.annotate(text, (x, y), xytext=(3, 3), textcoords="offset points", fontsize=fontsize, zorder=4)
-    return ax
+_MOVED = {
+    "skimage_photos": ("data", "skimage_photos"),
+    "tuxpaint_stamps": ("data", "tuxpaint_stamps"),
+    "cifar10_images": ("data", "cifar10_images"),
+    "language_encoder": ("models", "get"),
+    "scatter_colors": ("plotting", "scatter_colors"),
+    "color_space_3d": ("plotting", "color_space_3d"),
+    "euclidean_distances": ("colors", "row_distances"),
+}
 
 
-def color_space_3d(layers: dict, title: str = ""):
-    """An interactive plotly 3-D view of colour geometries in CIELAB coordinates.
+def __getattr__(name: str):
+    """``colors.<old name>`` for the names in ``_MOVED``: the function at its new home (imported lazily)."""
+    if name not in _MOVED:
+        raise AttributeError(f"module 'prhlib.colors' has no attribute {name!r}")
+    import importlib
 
-    Parameters
-    ----------
-    layers : dict name -> (points (n, 3) as (L*, a*, b*), hexes (n,), labels (n,))
-        One legend entry per geometry (click to hide or show it); the first is drawn as filled
-        circles, the others with different marker symbols. Points are drawn in their own colours.
-
-    Returns
-    -------
-    plotly.graph_objects.Figure with axes a* (x), b* (y) and L* (z, vertical).
-    """
-    import plotly.graph_objects as go
-
-    symbols = ("circle", "diamond", "square", "cross", "x", "circle-open", "diamond-open", "square-open")
-    fig = go.Figure()
-    for k, (name, (pts, hexes, labels)) in enumerate(layers.items()):
-        pts = _check_lab(pts)
-        fig.add_trace(go.Scatter3d(
-            x=pts[:, 1], y=pts[:, 2], z=pts[:, 0], mode="markers", name=name,
-            text=[f"{name}: {lab}" for lab in labels], hoverinfo="text",
-            marker=dict(size=7 if k == 0 else 5, color=list(hexes), symbol=symbols[k % len(symbols)],
-                        line=dict(color="#444444", width=1)),
-        ))
-    fig.update_layout(
-        title=title, margin=dict(l=0, r=0, t=40 if title else 10, b=0), legend=dict(x=0.0, y=1.0),
-        scene=dict(xaxis_title="a* (green - red)", yaxis_title="b* (blue - yellow)", zaxis_title="L* (lightness)",
-                   aspectmode="cube"),
-    )
-    return fig
+    module, attr = _MOVED[name]
+    return getattr(importlib.import_module(f"prhlib.{module}"), attr)

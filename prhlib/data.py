@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from . import config
+from ._checks import check_seed
 
 DATASETS = ("tuxpaint", "emoji", "world", "wit_1024")
 
@@ -93,7 +94,12 @@ def to_rgb(image, background=(255, 255, 255)) -> Image.Image:
 
 
 def _subset_indices(total: int, n: int | None, seed: int) -> np.ndarray:
-    """Indices of ``n`` of ``total`` items drawn without replacement (sorted); all of them for ``None``."""
+    """Indices of ``n`` of ``total`` items drawn without replacement (sorted); all of them for ``None``.
+
+    ``seed`` must be an integer even when ``n`` is None: ``seed=None`` would draw different items on
+    every call, so it is refused (the default ``0`` is the book's fixed choice, as in :mod:`prhlib.world`).
+    """
+    seed = check_seed(seed, "seed")
     if n is None:
         return np.arange(total)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
@@ -236,6 +242,7 @@ def _wit(idx_n: int | None, seed: int) -> tuple[list, list, list]:
             "full profile: set PRH_PROFILE=full (or call config.setup(profile='full')) on a machine with internet, "
             "or use an offline data set: 'tuxpaint', 'emoji' or 'world'."
         )
+    config.require_network()  # seconds, not a hub timeout, on a machine without a network
     from datasets import load_dataset
 
     ds = load_dataset(WIT_REPO, revision=WIT_REVISION, split="train")
@@ -257,12 +264,75 @@ def _size(name: str) -> int:
 def _load(name: str, n: int | None, seed: int) -> tuple[list, list, list]:
     if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}: choose one of {DATASETS}")
+    seed = check_seed(seed, "seed")
     if name == "world":
         return _world(n, seed)
     if name == "wit_1024":
         return _wit(n, seed)
     idx = _subset_indices(_size(name), n, seed)
     return (_tuxpaint if name == "tuxpaint" else _emoji)(idx)
+
+
+# ---------------------------------------------------------------------------------------------
+# image collections without captions (the colour chapter's pixel statistics)
+# ---------------------------------------------------------------------------------------------
+#: scikit-image's colour photographs that ship inside the wheel (no download).
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
+                  "retina", "stereo_motorcycle")
+#: Where torchvision downloads CIFAR-10 from (checked before a download).
+CIFAR10_HOSTS = (("www.cs.toronto.edu", 443),)
+
+
+def skimage_photos() -> list[np.ndarray]:
+    """The colour photographs of :data:`SKIMAGE_PHOTOS` plus scikit-learn's two sample photos,
+    as uint8 ``H x W x 3`` arrays (10 images, all offline)."""
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    photos = []
+    for name in SKIMAGE_PHOTOS:
+        img = getattr(skimage.data, name)()
+        photos.append(img[0] if isinstance(img, tuple) else img)
+    photos.extend(load_sample_images().images)
+    return photos
+
+
+def tuxpaint_stamps(n: int | None = None, seed: int = 0) -> list[np.ndarray]:
+    """Tux Paint's stamps (Debian ``tuxpaint-stamps-default``) as ``H x W x 4`` uint8 RGBA arrays.
+
+    Unlike :func:`load_pairs`, which composites stamps on white for the vision models, the alpha channel
+    is kept so that pixel pairs can skip the transparent background. Every PNG under
+    :data:`TUXPAINT_DIR` (captioned or not) in sorted path order; ``n`` of them drawn with ``seed`` if given.
+    """
+    root = TUXPAINT_DIR
+    files = sorted(root.rglob("*.png")) if root.exists() else []
+    if not files:
+        raise ValueError(f"no stamps under {root}: the Debian package 'tuxpaint-stamps-default' is missing. "
+                         + _APT_HINT.format(pkg="tuxpaint-stamps-default"))
+    files = [files[i] for i in _subset_indices(len(files), n, seed)]
+    stamps = []
+    for f in files:
+        with Image.open(f) as im:
+            stamps.append(np.asarray(im.convert("RGBA")))
+    return stamps
+
+
+def cifar10_images(n: int = 50_000, seed: int = 0) -> list[np.ndarray]:
+    """``n`` CIFAR-10 training images (32 x 32 x 3 uint8), the paper's image set for colour statistics.
+
+    Full profile: on first use torchvision downloads the data set into ``config.cache_dir("cifar10")``
+    from :data:`CIFAR10_HOSTS`, which is checked first (a clear error within seconds without a network).
+    """
+    from torchvision.datasets import CIFAR10
+
+    root = str(config.cache_dir("cifar10"))
+    try:
+        images = CIFAR10(root=root, train=True, download=False).data
+    except RuntimeError:  # not downloaded yet
+        config.check_network(hosts=CIFAR10_HOSTS)
+        images = CIFAR10(root=root, train=True, download=True).data
+    rows = _subset_indices(len(images), n, seed)
+    return list(images[rows])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,7 +347,8 @@ def load_pairs(name: str, n: int | None = None, seed: int = 0) -> tuple[list[Ima
     n : int or None
         Number of pairs; ``None`` for all of them in canonical order (``world``: 1,024).
     seed : int
-        Which ``n`` pairs (and, for ``world``, which scenes).
+        Which ``n`` pairs (and, for ``world``, which scenes). An integer in ``[0, 2**32 - 1]``; the
+        default 0 is fixed, so every call gives the same pairs (``None`` raises, as in :mod:`prhlib.world`).
 
     Returns
     -------
@@ -287,8 +358,10 @@ def load_pairs(name: str, n: int | None = None, seed: int = 0) -> tuple[list[Ima
     Raises
     ------
     ValueError
-        unknown name; ``n`` out of range; a missing Debian package (with the ``apt-get`` command);
-        ``wit_1024`` outside the full profile.
+        unknown name; ``n`` out of range; a seed that is not an integer; a missing Debian package (with
+        the ``apt-get`` command); ``wit_1024`` outside the full profile.
+    RuntimeError
+        ``wit_1024`` when the hub cannot be reached (within seconds).
     """
     images, captions, _ = _load(name, n, seed)
     return images, captions
@@ -326,3 +399,57 @@ def size(name: str) -> int:
     if name == "wit_1024":
         return 1024
     raise ValueError(f"unknown data set {name!r}: choose one of {DATASETS}")
+
+
+# ---------------------------------------------------------------------------------------------
+# held-out text: WordNet definitions of the ImageNet classes (appended for chapter 5's competence test)
+# ---------------------------------------------------------------------------------------------
+def load_definitions(n: int | None = None, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Terms and their dictionary definitions: a text-only data set that shares nothing with the pairs.
+
+    The WordNet synsets of the 1,000 ImageNet-1k classes as shipped with ``timm``
+    (``timm.data.ImageNetInfo``): the term is the synset's first lemma ("tabby"), the definition its
+    WordNet gloss ("a cat with a grey or tawny coat mottled with black"). Entries whose term or
+    definition repeats an earlier one are dropped (ImageNet has two "crane"s), so that every term has
+    exactly one correct definition. Chapter 5 measures a text model's competence by how often a term's
+    embedding is nearest to its own definition's.
+
+    Parameters
+    ----------
+    n : int or None
+        Number of entries; ``None`` for all of them in ImageNet class order.
+    seed : int
+        Which ``n`` entries (kept in class order).
+
+    Returns
+    -------
+    terms : list of str
+    definitions : list of str, ``definitions[i]`` defines ``terms[i]``
+
+    Raises
+    ------
+    ValueError
+        ``n`` not a positive integer at most the number of entries.
+    """
+    terms, glosses = _definition_records()
+    idx = _subset_indices(len(terms), n, seed)
+    return [terms[i] for i in idx], [glosses[i] for i in idx]
+
+
+@functools.lru_cache(maxsize=1)
+def _definition_records() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo("imagenet-1k")
+    lemmas = info.label_descriptions(detailed=False)
+    detailed = info.label_descriptions(detailed=True)
+    terms, glosses, seen = [], [], set()
+    for lemma, full in zip(lemmas, detailed):
+        term = lemma.split(",")[0].strip()
+        gloss = full[len(lemma) + 2:].strip()  # detailed = "<lemmas>: <definition>"
+        if term.lower() in seen or gloss.lower() in seen or not term or not gloss:
+            continue
+        seen.update((term.lower(), gloss.lower()))
+        terms.append(term)
+        glosses.append(gloss)
+    return tuple(terms), tuple(glosses)

@@ -9,7 +9,9 @@
 Every layer is computed and cached once; ``layers`` only slices. The cache file is keyed by the model's
 weights identity, its pooling and layers, a content hash of the inputs (image pixels or caption strings)
 and the prhlib version, so chapters share features. Files are safetensors (no pickle), written
-atomically, with a checksum: a corrupt or partial file is detected and recomputed.
+atomically (:func:`prhlib._io.atomic_write`, with ``fsync``), with a checksum: a corrupt, partial,
+non-finite or wrongly typed file is detected and recomputed. The cache folder is checked *before* any
+feature is computed; ``cache=False`` bypasses it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import logging
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from . import __version__, config, models
+from ._io import atomic_write
 
 #: Bumped when the feature layout or pooling changes (invalidates every cache file).
 FORMAT_VERSION = 1
@@ -76,7 +80,7 @@ def cache_path(key: dict) -> Path:
     """File of the features with this key under ``config.cache_dir("features")``."""
     digest = hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=10).hexdigest()
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(key["model"]))[:80]
-    return config.cache_dir("features") / f"{stem}_n{key['n']}_{digest}.safetensors"
+    return _cache_folder() / f"{stem}_n{key['n']}_{digest}.safetensors"
 
 
 def _checksum(arr: np.ndarray) -> str:
@@ -94,26 +98,21 @@ def save(path: Path, feats: np.ndarray, key: dict, layer_names: Sequence[str], l
     if not (len(layer_names) == len(layer_dims) == feats.shape[1]):
         raise ValueError("layer_names and layer_dims must match the features' layer axis")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({"features": feats}, tmp, metadata=meta)
+
+    def write(tmp) -> None:
+        save_file({"features": feats}, str(tmp), metadata=meta)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # shared like any other file, not mkstemp's 0600
+
+    atomic_write(path, write)
 
 
 def load(path: Path, key: dict) -> tuple[np.ndarray, tuple[str, ...], tuple[int, ...]] | None:
     """Cached features, layer names and widths, or None when the file is missing, partial, corrupt or stale."""
     from safetensors import safe_open
 
-    if not path.exists():
+    if not _is_regular_file(path):  # missing, or a folder/FIFO/device that must never be opened
         return None
     try:
         with safe_open(str(path), framework="np") as fh:
@@ -121,7 +120,8 @@ def load(path: Path, key: dict) -> tuple[np.ndarray, tuple[str, ...], tuple[int,
             feats = fh.get_tensor("features")
         ok = (json.loads(meta.get("key", "null")) == json.loads(json.dumps(key, sort_keys=True))
               and meta.get("checksum") == _checksum(feats)
-              and feats.ndim == 3 and feats.shape[0] == key["n"])
+              and feats.dtype == np.float32 and feats.ndim == 3 and feats.shape[0] == key["n"]
+              and bool(np.isfinite(feats).all()))
         dims = tuple(int(d) for d in json.loads(meta.get("layer_dims", "[]")))
         names = tuple(str(x) for x in json.loads(meta.get("layer_names", "[]")))
         ok = ok and len(dims) == len(names) == feats.shape[1]
@@ -132,6 +132,45 @@ def load(path: Path, key: dict) -> tuple[np.ndarray, tuple[str, ...], tuple[int,
         log.info("feature cache %s is stale or corrupt: recomputing", path.name)
         return None
     return feats, names, dims
+
+
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _cache_problem(what: str) -> ValueError:
+    return ValueError(
+        f"the feature cache cannot be used: {what}. Point PRH_CACHE_DIR at a writable folder, "
+        "or pass cache=False to compute the features without the cache."
+    )
+
+
+def check_writable(path: Path) -> None:
+    """Raise a clear ``ValueError`` unless a cache file can be written at ``path`` (checked before computing).
+
+    The folder must exist (or be creatable) and accept a new file; ``path`` itself must be missing or
+    a regular file (a folder, FIFO or device there is refused, never opened).
+    """
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-", suffix=".tmp")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise _cache_problem(f"{folder} is not a writable folder ({type(err).__name__}: {err.strerror or err})") from None
+    if os.path.lexists(path) and not _is_regular_file(path):
+        raise _cache_problem(f"{path} exists and is not a regular file (a folder, FIFO or device?): remove it")
+
+
+def _cache_folder() -> Path:
+    try:
+        return config.cache_dir("features")
+    except OSError as err:
+        raise _cache_problem(f"the folder cannot be created ({type(err).__name__}: {err.strerror or err})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,8 +221,8 @@ def _features(model, inputs, batch_size, cache, layers="all") -> tuple[np.ndarra
     if isinstance(model, models.Encoder):
         enc, modality, pooling, cache_id = model, model.modality, model.pooling, model.cache_id
     else:  # a registered name: the cache is consulted before the model is loaded
-        info = models.spec(model)
-        enc, modality, pooling, cache_id = None, info["modality"], info["pooling"], info["cache_id"]
+        entry = models.spec(model)
+        enc, modality, pooling, cache_id = None, entry.modality, entry.pooling, entry.cache_id
     items = models.validate_inputs(inputs, modality)
     use_cache = bool(cache) and cache_id is not None
     if use_cache:
@@ -192,10 +231,11 @@ def _features(model, inputs, batch_size, cache, layers="all") -> tuple[np.ndarra
         hit = load(path, key)
         if hit is not None:
             return hit
+        check_writable(path)  # before the expensive part, not after it
     enc = enc or models.get(model)
     layer_indices(layers, enc.layer_names)  # a bad layer request fails before the expensive part
-    feats = enc.embed(items, batch_size=batch_size)
-    names, dims = tuple(enc.layer_names), tuple(enc.layer_dims)  # after embed: TF-IDF sets its width then
+    feats, dims = enc.embed_with_dims(items, batch_size=batch_size)
+    names, dims = tuple(enc.layer_names), tuple(int(d) for d in dims)
     if use_cache:
         save(path, feats, key, names, dims)
     return feats, names, dims
@@ -248,15 +288,16 @@ def layer_info(model, inputs, batch_size: int | None = None, cache: bool = True)
 
 
 def clear_cache(model: str | None = None) -> int:
-    """Delete cached feature files (of one model's ``cache_id``, or all); returns how many were removed."""
-    folder = config.cache_dir("features")
+    """Delete cached feature files (of one model's ``cache_id``, or all) and the ``*.tmp`` files that
+    killed writes left behind; returns how many files were removed."""
+    folder = _cache_folder()
     prefix = None
     if model is not None:
-        cache_id = model.cache_id if isinstance(model, models.Encoder) else models.spec(model)["cache_id"]
+        cache_id = model.cache_id if isinstance(model, models.Encoder) else models.spec(model).cache_id
         prefix = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(cache_id))[:80] + "_n"
     removed = 0
-    for f in folder.glob("*.safetensors"):
-        if prefix is None or f.name.startswith(prefix):
+    for f in [*folder.glob("*.safetensors"), *folder.glob("*.safetensors.*.tmp")]:
+        if (prefix is None or f.name.startswith(prefix)) and _is_regular_file(f):
             f.unlink()
             removed += 1
     return removed

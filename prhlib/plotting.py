@@ -87,3 +87,55 @@ def compact_table(df, precision: int | str = 3, index: bool = True, na_rep: str 
     numeric = df.select_dtypes("number").columns
     style = df.style.format(fmt, subset=list(numeric), na_rep=na_rep).set_table_styles(COMPACT_CSS)
     return style if index else style.hide(axis="index")
+
+
+# ---------------------------------------------------------------------------------------------
+# colours drawn in themselves (the colour chapter; moved here from prhlib.colors)
+# ---------------------------------------------------------------------------------------------
+
+def scatter_colors(ax, points, hexes, labels=None, size: float = 60.0, fontsize: float = 7.0):
+    """Scatter 2-D ``points`` (n x 2) as dots filled with their own colours (``hexes``), a thin grey
+    edge so that white shows on white, and optional text ``labels``. Returns ``ax``."""
+    points = np.asarray(points, dtype=float)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) != len(hexes):
+        raise ValueError(f"need n x 2 points and n colours, got {points.shape} and {len(hexes)}")
+    ax.scatter(points[:, 0], points[:, 1], c=list(hexes), s=size, edgecolors="0.3", linewidths=0.6, zorder=3)
+    if labels is not None:
+        for (x, y), text in zip(points, labels):
+            ax.annotate(text, (x, y), xytext=(3, 3), textcoords="offset points", fontsize=fontsize, zorder=4)
+    return ax
+
+
+def color_space_3d(layers: dict, title: str = ""):
+    """An interactive plotly 3-D view of colour geometries in CIELAB coordinates.
+
+    Parameters
+    ----------
+    layers : dict name -> (points (n, 3) as (L*, a*, b*), hexes (n,), labels (n,))
+        One legend entry per geometry (click to hide or show it); the first is drawn as filled
+        circles, the others with different marker symbols. Points are drawn in their own colours.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure with axes a* (x), b* (y) and L* (z, vertical).
+    """
+    import plotly.graph_objects as go
+
+    symbols = ("circle", "diamond", "square", "cross", "x", "circle-open", "diamond-open", "square-open")
+    fig = go.Figure()
+    for k, (name, (pts, hexes, labels)) in enumerate(layers.items()):
+        pts = np.asarray(pts, dtype=float)
+        if pts.ndim != 2 or pts.shape[1] != 3 or not np.isfinite(pts).all():
+            raise ValueError(f"{name!r}: points must be a finite n x 3 array of (L*, a*, b*), got {pts.shape}")
+        fig.add_trace(go.Scatter3d(
+            x=pts[:, 1], y=pts[:, 2], z=pts[:, 0], mode="markers", name=name,
+            text=[f"{name}: {lab}" for lab in labels], hoverinfo="text",
+            marker=dict(size=7 if k == 0 else 5, color=list(hexes), symbol=symbols[k % len(symbols)],
+                        line=dict(color="#444444", width=1)),
+        ))
+    fig.update_layout(
+        title=title, margin=dict(l=0, r=0, t=40 if title else 10, b=0), legend=dict(x=0.0, y=1.0),
+        scene=dict(xaxis_title="a* (green - red)", yaxis_title="b* (blue - yellow)", zaxis_title="L* (lightness)",
+                   aspectmode="cube"),
+    )
+    return fig

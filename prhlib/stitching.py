@@ -48,6 +48,7 @@ __all__ = [
     "split",
     "feature_shape",
     "activations",
+    "position_samples",
     "make_stitch",
     "ConvStitch",
     "LinearStitch",
@@ -70,6 +71,7 @@ __all__ = [
     "StitchResult",
     "relative_representation",
     "zero_shot_swap",
+    "swap_table",
 ]
 
 
@@ -232,6 +234,82 @@ def activations(model, x, layers, batch_size: int = 64) -> dict[str, torch.Tenso
                 if j == last:
                     break
     return {name: torch.cat(parts) for name, parts in out.items()}
+
+
+def _standardise_channels(t: torch.Tensor) -> torch.Tensor:
+    """Z-score every channel (axis 1) over all images and positions; a constant channel becomes 0."""
+    axes = [0] + list(range(2, t.ndim))
+    t = t.double()
+    mean = t.mean(dim=axes, keepdim=True)
+    std = t.std(dim=axes, keepdim=True, unbiased=False)
+    return torch.where(std > 0, (t - mean) / torch.where(std > 0, std, 1.0), 0.0)
+
+
+def position_samples(a, b, per_image: int = 1, standardize: bool = True,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Paired rows of two activations as a per-pixel stitch sees them: positions are samples.
+
+    A :class:`ConvStitch` applies one affine map to the channel vector at every pixel, so the
+    representation it is asked to translate is the set of channel vectors, one per (image,
+    position), not the image's pooled vector. This draws ``per_image`` positions of every image
+    (without replacement, the *same* positions in ``a`` and ``b``) and returns their channel vectors,
+    so that a similarity score compares what the stitch sees.
+
+    Parameters
+    ----------
+    a, b : tensors or arrays, (n, C_a, H, W) and (n, C_b, H, W), or (n, d_a) and (n, d_b)
+        two networks' activations on the same n inputs, at the same spatial size (as
+        :func:`make_stitch` requires). Vectors (a pooled cut) are returned as they are, after the
+        optional standardisation: there each image is one sample already.
+    per_image : int
+        positions drawn per image, ``1 <= per_image <= H * W``. With 1, the rows come from
+        different images, so a permutation null over rows (:func:`prhlib.metrics.calibrate`) stays
+        valid; several positions of one image are not exchangeable with other images' positions.
+    standardize : bool
+        z-score every channel over all images and positions first (a channel that never varies
+        becomes 0), as the stitch's input BatchNorm does.
+    seed : int
+        draws the positions.
+
+    Returns
+    -------
+    rows_a, rows_b : float64 arrays (n * per_image, C_a) and (n * per_image, C_b)
+        row ``i * per_image + j`` is position j of image i in both.
+
+    Raises
+    ------
+    ValueError
+        on NaN/inf, different numbers of inputs, different spatial sizes, ranks other than 2 and 4,
+        or ``per_image`` outside ``[1, H * W]``.
+    """
+    a, b = _as_tensor(a, "a"), _as_tensor(b, "b")
+    if a.ndim != b.ndim or a.ndim not in (2, 4):
+        raise ValueError(f"a and b must both be feature maps (n, C, H, W) or both vectors (n, d), got "
+                         f"shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    if len(a) != len(b):
+        raise ValueError(f"a and b describe different numbers of inputs: {len(a)} vs {len(b)}")
+    if a.ndim == 4 and a.shape[2:] != b.shape[2:]:
+        raise ValueError(f"a and b have different spatial sizes, {tuple(a.shape[2:])} vs "
+                         f"{tuple(b.shape[2:])}: a per-pixel stitch needs positions that correspond")
+    if standardize:
+        a, b = _standardise_channels(a), _standardise_channels(b)
+    if a.ndim == 2:
+        return a.double().numpy(), b.double().numpy()
+    n, n_pos = len(a), a.shape[2] * a.shape[3]
+    if isinstance(per_image, bool) or not isinstance(per_image, (int, np.integer)) \
+            or not 1 <= per_image <= n_pos:
+        raise ValueError(f"per_image must be an integer in [1, {n_pos}] (positions per image), "
+                         f"got {per_image!r}")
+    rng = np.random.default_rng(seed)
+    pos = np.stack([rng.choice(n_pos, size=int(per_image), replace=False) for _ in range(n)])
+    rows = torch.as_tensor(np.repeat(np.arange(n), per_image))
+    pos = torch.as_tensor(pos.reshape(-1))
+
+    def pick(t: torch.Tensor) -> np.ndarray:
+        flat = t.reshape(n, t.shape[1], n_pos)       # (n, C, H*W)
+        return flat[rows, :, pos].double().numpy()  # (n * per_image, C)
+
+    return pick(a), pick(b)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -152,14 +152,19 @@ def test_pmi_is_positive_for_colours_that_stick_together():
     assert d[0, 1] > 0 and np.all(np.diag(d) == 0)
 
 
-def test_pmi_formula_and_empty_cells():
-    counts = np.array([[10.0, 2.0], [2.0, 6.0]])
-    p = counts / counts.sum()
-    expected = np.log(p[0, 1] / (p[0].sum() * p[1].sum()))
-    assert C.pmi(counts)[0, 1] == pytest.approx(expected)
-    with pytest.raises(ValueError, match="smoothing"):
-        C.pmi(np.array([[3, 0], [0, 3]]))
-    assert np.all(np.isfinite(C.pmi(np.array([[3, 0], [0, 3]]), smoothing=1.0)))
+def test_image_pmi_is_the_one_estimator_of_prhlib_pmi():
+    from prhlib import pmi
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, size=(30, 30, 3)).astype(np.uint8)
+    img[:, :15] = (200, 30, 30)
+    res = C.image_cooccurrence([img], levels=2, n_pairs=5_000, n_colors=8, smoothing=0.5, seed=1)
+    np.testing.assert_array_equal(res.pmi, pmi.from_counts(res.counts, smoothing=0.5))
+    # the formula by hand: log p(u, v) - log p(u) - log p(v) on the smoothed table
+    table = res.counts + 0.5
+    p = table / table.sum()
+    np.testing.assert_allclose(res.pmi, np.log(p / np.outer(p.sum(1), p.sum(0))), rtol=1e-12)
+    assert not hasattr(C, "pmi"), "colors must not keep a second PMI estimator"
 
 
 def test_cooccurrence_is_symmetric_and_counts_both_orders():
@@ -206,7 +211,7 @@ def test_kabsch_umeyama_without_reflection_cannot_undo_a_mirror():
 def test_mds_recovers_a_3d_point_set_up_to_rigid_motion():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(25, 3)) * np.array([3.0, 2.0, 1.0])
-    d = C.euclidean_distances(x)
+    d = C.row_distances(x)
     res = C.mds(d, n_components=3, n_starts=4, seed=0)
     assert res.stress < 1e-3
     aligned, tf = C.kabsch_umeyama(res.embedding, x, return_transform=True)
@@ -217,8 +222,8 @@ def test_mds_recovers_a_3d_point_set_up_to_rigid_motion():
 
 def test_classical_mds_is_exact_on_euclidean_distances():
     x = np.random.default_rng(1).normal(size=(12, 3))
-    y = C.classical_mds(C.euclidean_distances(x), 3)
-    np.testing.assert_allclose(C.euclidean_distances(y), C.euclidean_distances(x), atol=1e-9)
+    y = C.classical_mds(C.row_distances(x), 3)
+    np.testing.assert_allclose(C.row_distances(y), C.row_distances(x), atol=1e-9)
 
 
 def test_dissimilarity_validation():
@@ -243,8 +248,8 @@ def test_rsa_of_a_matrix_with_itself_is_one_and_significant():
 
 def test_rsa_of_unrelated_matrices_is_not_significant():
     rng = np.random.default_rng(0)
-    a = C.euclidean_distances(rng.normal(size=(20, 3)))
-    b = C.euclidean_distances(rng.normal(size=(20, 3)))
+    a = C.row_distances(rng.normal(size=(20, 3)))
+    b = C.row_distances(rng.normal(size=(20, 3)))
     for method in ("spearman", "kendall"):
         res = C.rsa_test(a, b, method=method, permutations=199, seed=1)
         assert res.p_value > 0.05
@@ -255,8 +260,8 @@ def test_rsa_of_unrelated_matrices_is_not_significant():
 @given(seed=st.integers(0, 10_000))
 def test_fast_spearman_null_equals_scipy(seed):
     rng = np.random.default_rng(seed)
-    a = C.euclidean_distances(rng.normal(size=(9, 2)))
-    b = np.round(C.euclidean_distances(rng.normal(size=(9, 2))), 1)  # ties on purpose
+    a = C.row_distances(rng.normal(size=(9, 2)))
+    b = np.round(C.row_distances(rng.normal(size=(9, 2))), 1)  # ties on purpose
     res = C.rsa_test(a, b, permutations=5, seed=seed)
     iu = np.triu_indices(9, 1)
     assert res.score == pytest.approx(stats.spearmanr(a[iu], b[iu]).statistic, abs=1e-12)
@@ -270,8 +275,8 @@ def test_fast_spearman_null_equals_scipy(seed):
 def test_rsa_kendall_matches_scipy_and_is_deterministic():
     rng = np.random.default_rng(5)
     x = rng.normal(size=(15, 3))
-    a = C.euclidean_distances(x)
-    b = C.euclidean_distances(x + 0.5 * rng.normal(size=x.shape))
+    a = C.row_distances(x)
+    b = C.row_distances(x + 0.5 * rng.normal(size=x.shape))
     r1 = C.rsa_test(a, b, method="kendall", permutations=99, seed=2)
     r2 = C.rsa_test(a, b, method="kendall", permutations=99, seed=2)
     iu = np.triu_indices(15, 1)
@@ -313,7 +318,12 @@ def test_word_embeddings_average_templates_of_a_static_model():
 def test_paper_layers_and_full_profile_models():
     assert C.paper_layers(7) == [3, 4, 5, 6] and C.paper_layers(1) == [0]
     with pytest.raises(ValueError, match="full profile"):
-        C.language_encoder("roberta_large")
+        C.language_encoder("roberta_large")  # kept for chapter 6: it is models.get
+    from prhlib import models
+
+    assert C.language_encoder is models.get
+    assert models.REGISTRY["roberta_large"].cache_id == "FacebookAI/roberta-large"
+    assert models.REGISTRY["simcse_roberta_large"].profile == "full"
 
 
 def test_rsa_test_agrees_with_metrics_rsa_on_features():
@@ -321,7 +331,7 @@ def test_rsa_test_agrees_with_metrics_rsa_on_features():
     rng = np.random.default_rng(4)
     x, y = rng.normal(size=(12, 5)), rng.normal(size=(12, 7))
     for method in ("spearman", "kendall"):
-        ours = C.rsa_test(C.euclidean_distances(x), C.euclidean_distances(y), method=method, permutations=9).score
+        ours = C.rsa_test(C.row_distances(x), C.row_distances(y), method=method, permutations=9).score
         assert ours == pytest.approx(metrics.rsa(x, y, method=method), abs=1e-6)
 
 
@@ -330,7 +340,10 @@ def test_rsa_test_agrees_with_metrics_rsa_on_features():
 def test_nearest_palette_and_palette_cooccurrence():
     pal = C.named_colors("basic")
     own = np.round(pal.rgb * 255).astype(np.uint8)
-    np.testing.assert_array_equal(C.nearest_palette(own, pal.lab), np.arange(11))
+    for space in ("rgb", "lab"):
+        np.testing.assert_array_equal(C.nearest_palette(own, pal, space=space), np.arange(11))
+    with pytest.raises(ValueError, match="quantisation space"):
+        C.nearest_palette(own, pal, space="hsv")
     # Image: left half xkcd red, right half xkcd blue; a few pixels off-palette but near red.
     img = np.zeros((40, 40, 3), np.uint8)
     img[:, :20] = own[pal.names.index("red")]
@@ -342,15 +355,39 @@ def test_nearest_palette_and_palette_cooccurrence():
     assert res.frequency.sum() == pytest.approx(1.0)
     assert res.pmi[red, red] > 0 > res.pmi[red, blue]
     assert res.dissimilarity.shape == (11, 11)
+    assert res.params["space"] == "rgb"  # the paper's choice is the default
+    with pytest.raises(ValueError, match="quantisation space"):
+        C.palette_cooccurrence([img], pal, n_pairs=100, space="LAB ")
+
+
+def test_palette_quantisation_space_decides_where_nearest_is_measured():
+    # Two palette colours and one pixel colour that is nearer to the first in sRGB but nearer to the
+    # second in CIELAB: the two spaces must disagree on it, each by its own distance.
+    pal = C.named_colors("css4").subset(["navy", "purple"])
+    pixel = np.array([[22, 86, 34]], dtype=np.uint8)
+    rgb_d = ((pixel / 255.0 - pal.rgb) ** 2).sum(1)
+    lab_d = ((C.to_lab(pixel / 255.0) - pal.lab) ** 2).sum(1)
+    assert C.nearest_palette(pixel, pal, space="rgb")[0] == rgb_d.argmin()
+    assert C.nearest_palette(pixel, pal, space="lab")[0] == lab_d.argmin()
+    assert rgb_d.argmin() != lab_d.argmin(), "pick a pixel on which the spaces disagree"
+    img = np.tile(pixel, (10, 10, 1))
+    img[:, :5] = np.round(pal.rgb[0] * 255)
+    by_rgb = C.palette_cooccurrence([img], pal, n_pairs=2_000, space="rgb")
+    by_lab = C.palette_cooccurrence([img], pal, n_pairs=2_000, space="lab")
+    assert by_rgb.frequency[rgb_d.argmin()] > 0.9 and by_lab.frequency[lab_d.argmin()] > 0.4
+    assert not np.array_equal(by_rgb.counts, by_lab.counts)
 
 
 def test_tuxpaint_stamps_keep_their_alpha_channel():
+    from prhlib import data
+
+    assert C.tuxpaint_stamps is data.tuxpaint_stamps and C.skimage_photos is data.skimage_photos
     stamps = C.tuxpaint_stamps(n=3, seed=0)
     assert len(stamps) == 3
     for s in stamps:
         assert s.dtype == np.uint8 and s.ndim == 3 and s.shape[2] == 4
     assert any((s[..., 3] == 0).any() for s in stamps)  # transparent background present
-    with pytest.raises(ValueError, match="n must be"):
+    with pytest.raises(ValueError, match="out of range"):
         C.tuxpaint_stamps(n=0)
 
 
@@ -358,7 +395,7 @@ def test_group_separation_detects_separated_groups_only():
     rng = np.random.default_rng(0)
     pts = np.concatenate([rng.normal(size=(8, 3)), rng.normal(size=(8, 3)) + 6.0])
     labels = np.array(["warm"] * 8 + ["cool"] * 8)
-    d = C.euclidean_distances(pts)
+    d = C.row_distances(pts)
     res = C.group_separation(d, labels, permutations=199)
     assert res.score > 2 and res.p_value == pytest.approx(1 / 200) and res.sizes == (8, 8)
     mixed = C.group_separation(d, rng.permutation(labels), permutations=199, seed=1)
@@ -377,6 +414,9 @@ def test_scatter_colors_and_3d_view():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from prhlib import plotting
+
+    assert C.scatter_colors is plotting.scatter_colors and C.color_space_3d is plotting.color_space_3d
     lb = C.named_colors("lindsey_brown")
     fig, ax = plt.subplots()
     C.scatter_colors(ax, lb.lab[:, 1:], lb.hex, lb.names)
@@ -398,3 +438,10 @@ def test_plotly_html_is_self_contained_and_sized():
                                 div_id="test-div").data
     assert 'id="test-div"' in html and "480px" in html
     assert "cdn.plot.ly/plotly-" in html and "require(" not in html
+
+
+def test_moved_names_and_unknown_attributes():
+    assert C.euclidean_distances is C.row_distances  # chapter 6's name, kept as an alias
+    assert not hasattr(C, "nearest_bins")
+    with pytest.raises(AttributeError, match="no attribute"):
+        C.no_such_function

@@ -153,6 +153,7 @@ def test_wit_code_path_with_a_stand_in_dataset(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     monkeypatch.setitem(config._state, "profile", "full")
+    monkeypatch.setattr(config, "require_network", lambda: None)
     images, captions = data.load_pairs("wit_1024")
     assert calls == {"repo": "minhuh/prh", "revision": "wit_1024", "split": "train"}
     assert captions == [f"caption {i}" for i in range(5)]
@@ -160,3 +161,70 @@ def test_wit_code_path_with_a_stand_in_dataset(monkeypatch):
     assert (np.asarray(images[0]) == 255).all()  # transparent pixels composited on white
     _, sub = data.load_pairs("wit_1024", n=2, seed=1)
     assert sub == [captions[i] for i in data._subset_indices(5, 2, 1)]
+
+
+def test_wit_without_network_fails_fast_before_the_hub(monkeypatch):
+    import sys
+    import time
+
+    monkeypatch.setenv("PRH_PROFILE", "full")
+    monkeypatch.setitem(config._state, "network_ok", False)
+    monkeypatch.setattr(config, "FULL_PROFILE_HOSTS", (("127.0.0.1", 9),))  # refused at once
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setitem(sys.modules, "datasets", None)  # importing it would fail: it must not be reached
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="internet.*PRH_PROFILE=small"):
+        data.load_pairs("wit_1024")
+    assert time.monotonic() - start < 30
+
+
+@pytest.mark.parametrize("bad", [None, 1.5, True, -1, "0"])
+def test_seed_must_be_a_fixed_integer(bad):
+    # seed=None would give different pairs on every call; world.sample refuses it too
+    for call in (lambda: data.load_pairs("tuxpaint", n=5, seed=bad), lambda: data.load_pairs("tuxpaint", seed=bad),
+                 lambda: data.load_pairs("world", n=3, seed=bad), lambda: data.load_labels("emoji", n=3, seed=bad),
+                 lambda: data.tuxpaint_stamps(n=2, seed=bad)):
+        with pytest.raises(ValueError, match="seed"):
+            call()
+
+
+def test_default_seed_gives_the_same_pairs_every_call():
+    assert data.load_pairs("tuxpaint", n=7)[1] == data.load_pairs("tuxpaint", n=7, seed=0)[1]
+
+
+def test_skimage_photos_are_offline_rgb_arrays():
+    photos = data.skimage_photos()
+    assert len(photos) == 10 and all(p.dtype == np.uint8 and p.ndim == 3 and p.shape[2] == 3 for p in photos)
+
+
+def test_cifar10_checks_its_own_host_before_downloading(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    monkeypatch.setenv("PRH_CACHE_DIR", str(tmp_path))
+    downloads, checked = [], []
+    pixels = np.arange(10 * 32 * 32 * 3, dtype=np.uint8).reshape(10, 32, 32, 3)
+
+    class FakeCIFAR10:
+        def __init__(self, root, train, download):
+            if not download and not downloads:
+                raise RuntimeError("Dataset not found or corrupted.")
+            downloads.append(download)
+            self.data = pixels
+
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", types.SimpleNamespace(CIFAR10=FakeCIFAR10))
+
+    def refuse(timeout=5.0, hosts=None):
+        checked.append(hosts)
+        raise RuntimeError("internet")
+
+    monkeypatch.setattr(config, "check_network", refuse)
+    with pytest.raises(RuntimeError, match="internet"):
+        data.cifar10_images(n=3)
+    assert checked == [data.CIFAR10_HOSTS] and downloads == []
+    monkeypatch.setattr(config, "check_network", lambda timeout=5.0, hosts=None: checked.append(hosts))
+    imgs = data.cifar10_images(n=3, seed=1)
+    assert downloads == [True] and len(imgs) == 3
+    np.testing.assert_array_equal(np.stack(imgs), pixels[data._subset_indices(10, 3, 1)])
+    assert len(data.cifar10_images(n=3, seed=1)) == 3 and len(checked) == 2  # downloaded: no second check

@@ -173,3 +173,94 @@ def test_image_hash_sees_pixels():
     changed = images(3)
     changed[1][0, 0, 0] ^= 1
     assert features.input_hash(ims, "image") != features.input_hash([to_rgb(x) for x in changed], "image")
+
+
+# ---------------------------------------------------------------------------------------------
+# cache robustness: bad contents, stale temporary files, unusable locations
+# ---------------------------------------------------------------------------------------------
+def _key_and_path(enc, n=6):
+    key = features.cache_key(enc.cache_id, enc.pooling, features.input_hash(enc.validate(images(n)), "image"), n)
+    return key, features.cache_path(key)
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "float64"])
+def test_cached_arrays_with_a_bad_dtype_or_non_finite_values_are_recomputed(tmp_cache, bad):
+    from safetensors.numpy import save_file
+
+    enc = Fake()
+    good = features.extract(enc, images())
+    key, path = _key_and_path(enc)
+    arr = good.astype(np.float64) if bad == "float64" else good.copy()
+    if bad != "float64":
+        arr[0, 0, 0] = np.nan if bad == "nan" else np.inf
+    meta = {"key": __import__("json").dumps(key, sort_keys=True), "checksum": features._checksum(arr),
+            "layer_dims": "[3, 5]", "layer_names": '["narrow", "wide"]'}
+    save_file({"features": arr}, str(path), metadata=meta)  # a self-consistent file with a bad array
+    assert features.load(path, key) is None
+    np.testing.assert_array_equal(features.extract(enc, images()), good)
+    assert enc.calls == 2
+
+
+def test_clear_cache_removes_files_left_by_killed_writes(tmp_cache):
+    enc = Fake()
+    features.extract(enc, images())
+    _, path = _key_and_path(enc)
+    stale = path.parent / (path.name + ".abc123.tmp")
+    stale.write_bytes(b"half a file")
+    other = path.parent / "notes.txt"
+    other.write_text("not ours")
+    assert features.clear_cache() == 2
+    assert not stale.exists() and not path.exists() and other.exists()
+
+
+def test_unwritable_cache_fails_before_computing_and_names_the_fixes(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("PRH_CACHE_DIR", str(blocker))
+    enc = Fake()
+    with pytest.raises(ValueError, match="PRH_CACHE_DIR.*cache=False"):
+        features.extract(enc, images())
+    assert enc.calls == 0  # nothing was computed and thrown away
+    assert features.extract(enc, images(), cache=False).shape == (6, 2, 5)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root ignores file permissions")
+def test_read_only_cache_folder_fails_before_computing(tmp_cache):
+    enc = Fake()
+    tmp_cache.mkdir(parents=True, exist_ok=True)
+    tmp_cache.chmod(0o555)
+    try:
+        with pytest.raises(ValueError, match="not a writable folder.*PRH_CACHE_DIR"):
+            features.extract(enc, images())
+        assert enc.calls == 0
+    finally:
+        tmp_cache.chmod(0o755)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_something_odd_at_the_cache_path_is_never_opened(tmp_cache, kind):
+    import os
+    import threading
+
+    enc = Fake()
+    _, path = _key_and_path(enc)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    result = {}
+
+    def run():
+        try:
+            features.extract(enc, images())
+        except ValueError as err:
+            result["err"] = str(err)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive(), "extract hung on a FIFO at the cache path"
+    assert "not a regular file" in result.get("err", "") and enc.calls == 0
+    assert features.extract(enc, images(), cache=False).shape == (6, 2, 5)

@@ -62,10 +62,67 @@ def test_registry_errors():
         models.get("bloomz-560m")
     assert models.info("bloomz-560m") == {"name": "bloomz-560m", "modality": "text", "profile": "full",
                                           "pooling": "mean"}
-    assert models.spec("efficientnet_lite0") == {"name": "efficientnet_lite0", "modality": "image", "pooling": "gap",
-                                                 "cache_id": "tf_efficientnet_lite0-wheel", "profile": "small"}
+    assert models.spec("efficientnet_lite0").as_dict() == {
+        "name": "efficientnet_lite0", "modality": "image", "pooling": "gap",
+        "cache_id": "tf_efficientnet_lite0-wheel", "profile": "small"}
     with pytest.raises(ValueError, match="modality"):
         models.validate_inputs(["a"], "audio")
+
+
+def test_registry_is_a_dict_of_frozen_specs():
+    import dataclasses
+
+    assert all(isinstance(s, models.ModelSpec) and s.name == n for n, s in models.REGISTRY.items())
+    assert list(models.REGISTRY) == list(dict.fromkeys(models.REGISTRY))  # one entry per name
+    entry = models.REGISTRY["glove50"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entry.cache_id = "other"
+    with pytest.raises(TypeError):
+        entry.info["source"] = "x"  # read-only
+    assert entry["modality"] == entry.modality == "text"  # chapters read specs as mappings
+    with pytest.raises(KeyError, match="keys"):
+        entry["loader"]
+    assert {s.profile for s in models.REGISTRY.values()} == {"small", "full"}
+    for n in ("simcse_roberta_large", "roberta_large"):  # the colour chapter's language models
+        assert models.REGISTRY[n].modality == "text" and models.REGISTRY[n].pooling == "mean"
+    # no loop variables left behind by building the registry
+    leaked = [v for v in ("_arch", "_repo", "_tag", "_tower", "_name") if hasattr(models, v)]
+    assert not leaked, leaked
+    with pytest.raises(ValueError, match="unknown model"):
+        models.profile_of(3)
+
+
+def test_full_profile_model_without_network_fails_fast_with_the_fix(monkeypatch):
+    import time
+
+    monkeypatch.setenv("PRH_PROFILE", "full")
+    monkeypatch.setitem(config._state, "profile", None)
+    monkeypatch.setitem(config._state, "network_ok", False)
+    monkeypatch.setattr(config, "FULL_PROFILE_HOSTS", (("127.0.0.1", 9),))  # refused at once
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+
+    def no_loading(name):
+        raise AssertionError(f"{name} reached the hub")
+
+    monkeypatch.setattr(models, "_load", no_loading)
+    start = time.monotonic()
+    for name in ("bloomz-560m", "roberta_large", "vit_base_patch16_224.mae"):
+        with pytest.raises(RuntimeError, match="internet.*PRH_PROFILE=small"):
+            models.get(name)
+    assert time.monotonic() - start < 30
+
+
+def test_full_profile_model_checks_the_network_once(monkeypatch):
+    calls = []
+    monkeypatch.setenv("PRH_PROFILE", "full")
+    monkeypatch.setitem(config._state, "profile", None)
+    monkeypatch.setitem(config._state, "network_ok", False)
+    monkeypatch.setattr(config, "check_network", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(models, "_load", lambda name: name)
+    assert models.get("bloomz-560m") == "bloomz-560m" and models.get("roberta_large") == "roberta_large"
+    assert calls == [1]
+    assert models.get("glove50") == "glove50"  # small models never check
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +203,11 @@ def test_tfidf_lsa_is_fitted_on_its_inputs():
     enc = models.get("tfidf")
     texts = ["a red frog", "a green frog", "a blue car", "a red car", "a frog in a pond", "a fast blue car"]
     f = enc.embed(texts)
-    assert f.shape == (6, 1, 5) and enc.layer_dims == (5,)  # n - 1 components
+    assert f.shape == (6, 1, 5)  # n - 1 components
+    assert enc.layer_dims == (256,), "embed must not change the shared (cached) encoder"
+    g, dims = enc.embed_with_dims(texts)
+    assert dims == (5,)
+    np.testing.assert_array_equal(g, f)
     assert cosine(f[1, 0], f[4, 0]) > cosine(f[1, 0], f[2, 0])  # frogs with frogs
     np.testing.assert_array_equal(enc.embed(texts), f)  # deterministic
     with pytest.raises(ValueError):

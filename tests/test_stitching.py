@@ -536,3 +536,65 @@ def test_swap_table_errors():
         S.swap_table({}, [0, 1], [0], [1])
     with pytest.raises(ValueError, match="same samples"):
         S.swap_table({"a": np.ones((4, 2)), "b": np.ones((5, 2))}, [0, 1, 0, 1], [0, 1], [2, 3])
+
+
+# ----------------------------------------------------------------------------------------------
+# Positions as samples: what a per-pixel stitch sees
+# ----------------------------------------------------------------------------------------------
+def test_position_samples_pair_the_same_pixel_of_the_same_image():
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(7, 5, 4, 3, generator=g)
+    w, c = torch.randn(6, 5, generator=g), torch.randn(6, generator=g)
+    b = torch.einsum("oc,nchw->nohw", w, a) + c[None, :, None, None]   # a 1x1 convolution of a
+    rows_a, rows_b = S.position_samples(a, b, per_image=2, standardize=False, seed=1)
+    assert rows_a.shape == (14, 5) and rows_b.shape == (14, 6)
+    np.testing.assert_allclose(rows_b, rows_a @ w.double().numpy().T + c.double().numpy(), atol=1e-5)
+    # every row is a pixel of its own image: image i owns rows 2i and 2i + 1, at two different positions
+    pixels = a.permute(0, 2, 3, 1).reshape(7, 12, 5).double().numpy()
+    for i in range(7):
+        hits = [int(np.flatnonzero(np.all(np.isclose(pixels[i], row), axis=1))[0]) for row in rows_a[2 * i:2 * i + 2]]
+        assert len(set(hits)) == 2
+
+
+def test_position_samples_draw_without_replacement_and_are_seeded():
+    a = torch.arange(2 * 1 * 3 * 3, dtype=torch.float32).reshape(2, 1, 3, 3)
+    rows, _ = S.position_samples(a, a, per_image=9, standardize=False, seed=0)
+    assert sorted(rows[:9, 0]) == list(range(9)) and sorted(rows[9:, 0]) == list(range(9, 18))
+    first, _ = S.position_samples(a, a, per_image=2, standardize=False, seed=4)
+    again, _ = S.position_samples(a, a, per_image=2, standardize=False, seed=4)
+    np.testing.assert_array_equal(first, again)
+    draws = {tuple(S.position_samples(a, a, per_image=2, standardize=False, seed=s)[0][:, 0]) for s in range(6)}
+    assert len(draws) > 1
+
+
+def test_position_samples_standardise_each_channel_over_all_positions():
+    g = torch.Generator().manual_seed(0)
+    a = 3.0 + 5.0 * torch.randn(50, 3, 4, 4, generator=g)
+    a[:, 2] = 7.0                                        # a dead channel: constant everywhere
+    rows, _ = S.position_samples(a, a, per_image=16, seed=0)   # every position: the whole tensor
+    np.testing.assert_allclose(rows[:, :2].mean(0), 0.0, atol=1e-9)
+    np.testing.assert_allclose(rows[:, :2].std(0), 1.0, atol=1e-9)
+    assert np.all(rows[:, 2] == 0.0)
+    v = torch.randn(10, 4, generator=g)                  # vectors: one sample per image already
+    va, vb = S.position_samples(v, 2 * v, standardize=False)
+    np.testing.assert_array_equal(va, v.double().numpy())
+    np.testing.assert_allclose(vb, 2 * va)
+
+
+def test_position_samples_errors():
+    a = torch.zeros(4, 2, 3, 3)
+    with pytest.raises(ValueError, match="spatial sizes"):
+        S.position_samples(a, torch.zeros(4, 2, 2, 2))
+    with pytest.raises(ValueError, match="different numbers of inputs"):
+        S.position_samples(a, torch.zeros(5, 2, 3, 3))
+    with pytest.raises(ValueError, match="both be feature maps"):
+        S.position_samples(a, torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="both be feature maps"):
+        S.position_samples(torch.zeros(4, 2, 3), torch.zeros(4, 2, 3))
+    for bad in (0, 10, 1.5, True):
+        with pytest.raises(ValueError, match="per_image"):
+            S.position_samples(a, a, per_image=bad)
+    nan = a.clone()
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        S.position_samples(nan, a)

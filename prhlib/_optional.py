@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from types import ModuleType
 from typing import Iterable
 
@@ -50,11 +51,17 @@ def _top(module: str) -> str:
     return module.split(".", 1)[0]
 
 
-def _error(module: str, extra: str, cause: BaseException | None = None) -> MissingExtraError:
+def _caller() -> str:
+    """The prhlib module that asked (two frames up), for the message."""
+    name = sys._getframe(2).f_globals.get("__name__", "")
+    return name if name.startswith("prhlib") and name != __name__ else "this part of prhlib"
+
+
+def _error(module: str, extra: str, who: str, cause: BaseException | None = None) -> MissingExtraError:
     dist = _DISTRIBUTIONS.get(_top(module), _top(module))
     detail = f" ({cause})" if cause is not None and _top(module) not in str(cause) else ""
     return MissingExtraError(
-        f"this part of prhlib needs {dist!r}, which is not installed{detail}. "
+        f"{who} needs {dist!r}, which is not installed{detail}. "
         f"Install the {extra!r} extra: {install_command(extra)}",
         name=module,
     )
@@ -82,16 +89,17 @@ def require(module: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        raise _error(module, extra, exc) from exc
+        raise _error(module, extra, _caller(), exc) from exc
 
 
 def ensure(modules: str | Iterable[str], extra: str) -> None:
     """Check that ``modules`` are installed without importing them (raise like :func:`require`)."""
     _check_extra(extra)
+    who = _caller()
     for module in [modules] if isinstance(modules, str) else list(modules):
         try:
             found = importlib.util.find_spec(_top(module)) is not None
         except (ImportError, ValueError):  # a broken or half-installed package
             found = False
         if not found:
-            raise _error(module, extra)
+            raise _error(module, extra, who)

@@ -556,7 +556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, ModuleNotFoundError) as exc:
         # UsageError, the library's own ValueErrors (they name the problem and the fix) and a missing
-        # extra (the message says what to install): one line, no traceback
+        # extra (the message says what to install): one line, no traceback. A missing prhlib module is a bug.
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").startswith("prhlib"):
+            raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"prhlib {args.command}: error: {first}", file=sys.stderr)
         return 2

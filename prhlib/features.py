@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from . import __version__, config, models
-from ._io import atomic_write
+from ._io import TMP_GLOB, atomic_write
 
 #: Bumped when the feature layout or pooling changes (invalidates every cache file).
 FORMAT_VERSION = 1
@@ -89,7 +89,7 @@ def _checksum(arr: np.ndarray) -> str:
 
 def save(path: Path, feats: np.ndarray, key: dict, layer_names: Sequence[str], layer_dims: Sequence[int]) -> None:
     """Write ``feats`` (n x L x d float32) atomically, with the key, layer names and widths and a checksum."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save as to_bytes
 
     feats = np.ascontiguousarray(feats, dtype=np.float32)
     meta = {"key": json.dumps(key, sort_keys=True), "checksum": _checksum(feats),
@@ -99,11 +99,11 @@ def save(path: Path, feats: np.ndarray, key: dict, layer_names: Sequence[str], l
         raise ValueError("layer_names and layer_dims must match the features' layer axis")
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    def write(tmp) -> None:
-        save_file({"features": feats}, str(tmp), metadata=meta)
+    def write(fh) -> None:
+        fh.write(to_bytes({"features": feats}, metadata=meta))
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # shared like any other file, not mkstemp's 0600
+        os.fchmod(fh.fileno(), 0o666 & ~umask)  # readable like any other file, not mkstemp's 0600
 
     atomic_write(path, write)
 
@@ -296,8 +296,8 @@ def clear_cache(model: str | None = None) -> int:
         cache_id = model.cache_id if isinstance(model, models.Encoder) else models.spec(model).cache_id
         prefix = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(cache_id))[:80] + "_n"
     removed = 0
-    for f in [*folder.glob("*.safetensors"), *folder.glob("*.safetensors.*.tmp")]:
-        if (prefix is None or f.name.startswith(prefix)) and _is_regular_file(f):
+    for f in [*folder.glob("*.safetensors"), *folder.glob(TMP_GLOB)]:
+        if (prefix is None or f.name.lstrip(".").startswith(prefix)) and _is_regular_file(f):
             f.unlink()
             removed += 1
     return removed

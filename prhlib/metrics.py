@@ -1720,3 +1720,229 @@ def bootstrap_ci(a, b, metric: str = "mutual_knn", k: int | None = 10, n_boot: i
     low, high = np.quantile(samples, [tail, 1 - tail])
     return BootstrapResult(score=score, low=float(low), high=float(high), level=level, samples=samples,
                            method=method)
+
+
+# ------------------------------------------------------------------------------------------------
+# meta-statistics: exact permutation rule, rank correlations over items, paired differences
+# ------------------------------------------------------------------------------------------------
+def _null_vector(null, name: str = "null") -> np.ndarray:
+    arr = _to_tensor(null, name).double().cpu().numpy().ravel()
+    if arr.size < 1:
+        raise ValueError(f"{name} is empty: give at least one permutation score")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or inf; every permutation score must be a number")
+    return arr
+
+
+def permutation_p_value(observed, null) -> float:
+    """One-sided permutation p-value ``(1 + #{null >= observed}) / (1 + K)``.
+
+    Counting the observed statistic as one of the K + 1 equally likely arrangements makes the test
+    exact (its false-positive rate is at most the nominal level) and the p-value never 0.
+
+    Parameters
+    ----------
+    observed : float
+        The statistic on the real pairing.
+    null : array-like, shape (K,)
+        The statistic under K random relabellings.
+
+    Returns
+    -------
+    float
+        In [1 / (K + 1), 1].
+    """
+    from ._checks import check_float
+
+    observed = check_float(observed, "observed")
+    null = _null_vector(null)
+    return (1 + int(np.sum(null >= observed))) / (null.size + 1)
+
+
+def permutation_threshold(null, alpha, observed=None) -> float:
+    """The level-``alpha`` threshold of a permutation test, by the exact rank rule of :func:`calibrate`.
+
+    The pool is the K null scores plus, when given, the observed one (the permutation-test convention
+    that :func:`calibrate` and :func:`calibrate_layers` use); the threshold is the
+    ``ceil((1 - alpha) * len(pool))``-th smallest pooled value. ``1 - alpha`` is computed in exact
+    rational arithmetic from alpha's shortest decimal form, so ``alpha = 0.05, K = 999`` gives rank 950,
+    never 951 from a float rounding up.
+
+    Parameters
+    ----------
+    null : array-like, shape (K,)
+    alpha : float
+        In (0, 1); NumPy floats such as ``np.float32(0.05)`` are read as the decimal they print as.
+    observed : float, optional
+        Include the observed score in the pool (pass it to reproduce :func:`calibrate`'s threshold).
+
+    Returns
+    -------
+    float
+    """
+    from ._checks import check_float
+
+    alpha = check_float(alpha, "alpha", 0, 1, low_inclusive=False, high_inclusive=False)
+    pool = _null_vector(null)
+    if observed is not None:
+        pool = np.append(pool, check_float(observed, "observed"))
+    pool = np.sort(pool)
+    rank = math.ceil((1 - Fraction(repr(alpha))) * pool.size)
+    return float(pool[min(max(rank, 1), pool.size) - 1])
+
+
+@dataclass(frozen=True)
+class CorrelationResult:
+    """A rank correlation over items with its bootstrap interval and permutation p-value.
+
+    Attributes
+    ----------
+    estimate : float
+        Spearman's rho or Kendall's tau-b on all n items.
+    ci_low, ci_high : float
+        Percentile bootstrap interval (pairs resampled with replacement).
+    p_value : float
+        Permutation p-value (``y`` shuffled), see :func:`rank_correlation`.
+    n : int
+        Items (pairs).
+    method : str
+        ``"spearman"`` or ``"kendall"``.
+    level : float
+        Coverage of the interval.
+    alternative : str
+        ``"two-sided"``, ``"greater"`` or ``"less"``.
+    """
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n: int
+    method: str
+    level: float = 0.95
+    alternative: str = "two-sided"
+
+    def __str__(self) -> str:
+        name = {"spearman": "Spearman rho", "kendall": "Kendall tau"}[self.method]
+        side = "" if self.alternative == "two-sided" else f" ({self.alternative})"
+        return (f"{name} = {self.estimate:.2f}, {round(100 * self.level):d}% CI [{self.ci_low:.2f}, "
+                f"{self.ci_high:.2f}], permutation p{side} = {self.p_value:.3g}, n = {self.n}")
+
+
+def _rank_rows(x: np.ndarray) -> np.ndarray:
+    """Average ranks along the last axis (ties share their mean rank)."""
+    from scipy import stats
+
+    return stats.rankdata(x, axis=-1)
+
+
+def _row_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson correlation of matching rows; NaN where a row is constant."""
+    xc = x - x.mean(axis=-1, keepdims=True)
+    yc = y - y.mean(axis=-1, keepdims=True)
+    den = np.sqrt((xc * xc).sum(-1) * (yc * yc).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (xc * yc).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _row_kendall(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    r"""Kendall's tau-b of matching rows: :math:`\sum s^x_{ij}s^y_{ij} / \sqrt{\sum (s^x_{ij})^2 \sum (s^y_{ij})^2}`
+    over pairs i < j with :math:`s_{ij} = \mathrm{sign}(v_j - v_i)`; NaN where a row is constant."""
+    iu, ju = np.triu_indices(x.shape[-1], 1)
+    out = np.empty(x.shape[:-1])
+    chunk = max(1, 4_000_000 // max(1, iu.size))
+    for s in range(0, x.shape[0], chunk):
+        sx = np.sign(x[s:s + chunk, ju] - x[s:s + chunk, iu])
+        sy = np.sign(y[s:s + chunk, ju] - y[s:s + chunk, iu])
+        den = np.sqrt((sx * sx).sum(-1) * (sy * sy).sum(-1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[s:s + chunk] = np.where(den > 0, (sx * sy).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
+    return out
+
+
+def _rank_corr_rows(x: np.ndarray, y: np.ndarray, method: str) -> np.ndarray:
+    if method == "spearman":
+        return _row_pearson(_rank_rows(x), _rank_rows(y))
+    return _row_kendall(x, y)
+
+
+def rank_correlation(x, y, method: str = "spearman", n_boot: int = 2000, permutations: int = 9999,
+                     seed: int = 0, alpha: float = 0.05, alternative: str = "two-sided") -> CorrelationResult:
+    """Rank correlation of two paired samples (e.g. competence and alignment over n models), with an
+    interval and a p-value, because a correlation over a handful of items is fragile.
+
+    Parameters
+    ----------
+    x, y : array-like, shape (n,)
+        Paired values, n >= 3, finite, neither constant.
+    method : {"spearman", "kendall"}
+        Spearman's rho (Pearson correlation of average ranks) or Kendall's tau-b.
+    n_boot : int
+        Bootstrap replicates. Each draws n *pairs* ``(x_i, y_i)`` with replacement and recomputes the
+        correlation; the interval is the percentile interval of those replicates at level
+        ``1 - alpha``. Replicates whose resampled x or y is constant (the correlation is undefined)
+        are left out; an error is raised if more than half are.
+    permutations : int
+        K random shuffles of ``y`` (x fixed): the null distribution of no association.
+    seed : int
+        Seeds the bootstrap and the permutations.
+    alpha : float
+        1 - coverage of the interval (0.05: a 95 % interval).
+    alternative : {"two-sided", "greater", "less"}
+        Two-sided compares |rho| with the |null| values; ``"greater"`` tests a positive association.
+        p = (1 + #{null at least as extreme}) / (1 + K) (:func:`permutation_p_value`).
+
+    Returns
+    -------
+    CorrelationResult
+        ``str(result)`` reads e.g. "Spearman rho = 0.62, 95% CI [0.10, 0.90], permutation p = 0.031,
+        n = 9".
+
+    Notes
+    -----
+    Observed and null correlations are compared after rounding to 12 decimals, so exact ties that
+    differ only by floating-point summation order count as at least as extreme (conservative).
+    With n items there are only n! distinct permutations; for n <= 7 the smallest reachable p-value
+    is about 1/n!, whatever K.
+    """
+    from ._checks import check_choice, check_float, check_int, check_seed
+
+    method = check_choice(method, "method", ("spearman", "kendall"))
+    alternative = check_choice(alternative, "alternative", ("two-sided", "greater", "less"))
+    n_boot = check_int(n_boot, "n_boot", minimum=1)
+    permutations = check_int(permutations, "permutations", minimum=1)
+    seed = check_seed(seed)
+    alpha = check_float(alpha, "alpha", 0, 1, low_inclusive=False, high_inclusive=False)
+    xs = [_to_tensor(v, name).double().cpu().numpy() for v, name in ((x, "x"), (y, "y"))]
+    for v, name in zip(xs, ("x", "y")):
+        if v.ndim != 1:
+            raise ValueError(f"{name} must be 1-D (one value per item), got shape {v.shape}")
+        if not np.isfinite(v).all():
+            raise ValueError(f"{name} contains NaN or inf; drop those items from both x and y first")
+    xv, yv = xs
+    if xv.size != yv.size:
+        raise ValueError(f"x and y must pair the same items: {xv.size} vs {yv.size} values")
+    n = xv.size
+    if n < 3:
+        raise ValueError(f"a rank correlation needs n >= 3 items, got {n}")
+    for v, name in ((xv, "x"), (yv, "y")):
+        if np.ptp(v) == 0:
+            raise ValueError(f"{name} is constant: a rank correlation is undefined")
+    estimate = float(_rank_corr_rows(xv[None], yv[None], method)[0])
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    boot = _rank_corr_rows(xv[idx], yv[idx], method)
+    boot = boot[np.isfinite(boot)]
+    if boot.size < n_boot / 2:
+        raise ValueError(f"only {boot.size} of {n_boot} bootstrap replicates had a defined correlation "
+                         f"(n = {n} items, many resamples are constant); collect more items")
+    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+    perms = np.argsort(rng.random((permutations, n)), axis=1)
+    null = _rank_corr_rows(np.broadcast_to(xv, (permutations, n)), yv[perms], method)
+    # Rounded to 12 decimals so that arrangements with the same correlation, summed in another
+    # order, count as ties ("at least as extreme") instead of differing in the last bit.
+    sign = {"two-sided": None, "greater": 1.0, "less": -1.0}[alternative]
+    obs, null = (abs(estimate), np.abs(null)) if sign is None else (sign * estimate, sign * null)
+    p = permutation_p_value(round(obs, 12), np.round(null, 12))
+    return CorrelationResult(estimate=estimate, ci_low=float(low), ci_high=float(high), p_value=p, n=n,
+                             method=method, level=1 - alpha, alternative=alternative)

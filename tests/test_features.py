@@ -205,7 +205,7 @@ def test_clear_cache_removes_files_left_by_killed_writes(tmp_cache):
     enc = Fake()
     features.extract(enc, images())
     _, path = _key_and_path(enc)
-    stale = path.parent / (path.name + ".abc123.tmp")
+    stale = path.parent / ("." + path.name + ".abc123.tmp")  # what prhlib._io leaves when killed
     stale.write_bytes(b"half a file")
     other = path.parent / "notes.txt"
     other.write_text("not ours")

@@ -19,6 +19,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -206,9 +207,13 @@ SMALL_ARRAYS = """
 
 @pytest.mark.slow
 def test_wheel_installs_with_core_dependencies_only_and_computes_the_metrics(tmp_path):
-    dist = tmp_path / "dist"
+    src, dist = tmp_path / "src", tmp_path / "dist"  # build from a copy: setuptools writes build/ in-tree
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "prhlib", src / "prhlib", ignore=shutil.ignore_patterns("__pycache__"))
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(dist), str(ROOT)], capture_output=True, text=True, timeout=300)
+                            "-w", str(dist), str(src)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
     (wheel,) = dist.glob("prhlib-*.whl")
     venv = tmp_path / "venv"

@@ -598,3 +598,109 @@ def test_colab_extra_installs_what_the_notebooks_import_and_no_book_builder():
     colab = " ".join(extras["colab"])
     assert "myst-nb" in colab            # every chapter calls myst_nb.glue
     assert "jupyter-book" not in colab   # pins sphinx~=7, jsonschema<5, click<9: a fight with Colab's stack
+
+
+# --------------------------------------------------------------------------------------------------
+# one repository address, one version
+# --------------------------------------------------------------------------------------------------
+GITHUB_REPO = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+")
+
+
+def repository_addresses(text: str) -> set[str]:
+    """Every GitHub repository address in ``text`` (owner/name, without deeper paths or a trailing .git)."""
+    return {re.sub(r"\.git$", "", m.rstrip(".")) for m in GITHUB_REPO.findall(text)}
+
+
+def test_repository_address_finder_sees_a_different_address():
+    text = "clone https://github.com/prh-hands-on/prh-book.git or see https://github.com/someone/fork/issues."
+    assert repository_addresses(text) == {"https://github.com/prh-hands-on/prh-book", "https://github.com/someone/fork"}
+
+
+def test_the_repository_address_lives_in_one_place():
+    import prhlib
+
+    repo = prhlib.REPOSITORY
+    assert CONFIG["repository"]["url"] == repo, "_config.yml repository.url must be prhlib.REPOSITORY"
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["repository-code"] == repo
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+    assert repository_addresses(" ".join(urls.values())) == {repo}
+    readme = (ROOT / "README.md").read_text()
+    assert f"git clone {repo}" in readme and repository_addresses(readme) == {repo}
+    intro = (ROOT / "book" / "intro.md").read_text()
+    assert repository_addresses(intro) == {repo}, "book/intro.md names another repository"
+    for nb_path in sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb")):
+        first = next(c for c in json.loads(nb_path.read_text())["cells"] if c["cell_type"] == "code")
+        source = "".join(first["source"])
+        assert f'REPO = "{repo}"' in source, f"{nb_path.name}: the Colab cell must set REPO = \"{repo}\""
+
+
+def test_the_version_lives_in_one_place():
+    import prhlib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "prhlib.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", prhlib.__version__)
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    intro = (ROOT / "book" / "intro.md").read_text().split("## How to cite", 1)[1]
+    assert str(cff["version"]) == prhlib.__version__ and f"version = {{{prhlib.__version__}}}" in " ".join(
+        intro.split())
+
+
+# --------------------------------------------------------------------------------------------------
+# the release workflow
+# --------------------------------------------------------------------------------------------------
+RELEASE_PATH = ROOT / ".github" / "workflows" / "release.yml"
+RELEASE = yaml.safe_load(RELEASE_PATH.read_text())
+
+
+def test_release_runs_on_version_tags_only():
+    on = triggers(RELEASE)
+    assert set(on) == {"push"} and on["push"] == {"tags": ["v*"]}
+    assert RELEASE["permissions"] == {"contents": "read"}
+
+
+def test_release_builds_checks_the_tag_and_tests_the_installed_wheel():
+    jobs = RELEASE["jobs"]
+    build = "\n".join(s.get("run", "") for s in jobs["build"]["steps"])
+    assert "python -m build --sdist --wheel" in build and "__version__" in build and "GITHUB_REF_NAME" in build
+    test = jobs["test"]
+    assert test["needs"] == "build" and steps_using(test, "actions/download-artifact")
+    script = "\n".join(s.get("run", "") for s in test["steps"])
+    assert "python -m venv" in script and "dist/*.whl" in script and "-e ." not in script
+    assert "rm -rf prhlib" in script, "the tests must import the installed wheel, not the checkout"
+    assert re.search(r"pytest .*tests/test_metrics\*\.py", script) and "tests/test_cli.py" in script
+
+
+def test_release_attaches_both_files_and_pypi_is_opt_in():
+    jobs = RELEASE["jobs"]
+    release = jobs["release"]
+    assert set(release["needs"]) == {"build", "test"} and release["permissions"] == {"contents": "write"}
+    assert "gh release create" in release["steps"][-1]["run"] and "dist/*" in release["steps"][-1]["run"]
+    pypi = jobs["pypi"]
+    assert set(pypi["needs"]) == {"build", "test"} and pypi["permissions"] == {"id-token": "write"}
+    assert "vars.PYPI_PUBLISH" in pypi["if"] and pypi["environment"]["name"] == "pypi"
+    assert steps_using(pypi, "pypa/gh-action-pypi-publish")
+    assert "PYPI_PUBLISH" in (ROOT / "README.md").read_text(), "README must say how to switch PyPI publishing on"
+
+
+@needs_actionlint
+def test_release_workflow_passes_actionlint():
+    result = actionlint(RELEASE_PATH)
+    assert result.returncode == 0, f"actionlint found problems:\n{result.stdout}{result.stderr}"
+
+
+# --------------------------------------------------------------------------------------------------
+# make lab
+# --------------------------------------------------------------------------------------------------
+def test_make_lab_opens_the_book_in_jupyterlab_with_the_build_cache():
+    prereqs, recipe = makefile_target("lab")
+    assert "install" in prereqs and "jupyter-lab" in recipe and "--notebook-dir=book" in recipe
+    (launch,) = [line for line in recipe.splitlines() if "env -u MPLBACKEND" in line]
+    assert "PRH_PROFILE=$${PRH_PROFILE:-small}" in launch and "PRH_CACHE_DIR=" not in launch, (
+        "make lab uses the small profile and the build's exported PRH_CACHE_DIR")
+    assert re.search(r"^export PRH_CACHE_DIR \?= \$\(CURDIR\)/\.cache/prhlib$", MAKEFILE, re.MULTILINE)
+    assert "env -u MPLBACKEND" in recipe, "figures must show inline in JupyterLab"
+    assert re.search(r"^jupyterlab\b", (ROOT / "requirements.txt").read_text(), re.MULTILINE)
+    assert "make lab" in (ROOT / "README.md").read_text()

@@ -1,0 +1,173 @@
+"""Validation at the boundary: the one place where prhlib checks its arguments.
+
+Every public function validates what it is given with these helpers, so a bad argument gets the
+same kind of message everywhere: a ``ValueError`` that names the argument, what it was, and the fix.
+Nothing here is part of the public API (the leading underscore of the module says so); modules of
+prhlib import these names freely.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Iterable
+
+import numpy as np
+import torch
+
+__all__ = ["check_int", "check_float", "check_bool", "check_choice", "check_seed", "reject_unknown",
+           "to_tensor", "require_finite", "as_matrix"]
+
+
+def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as a Python int, or a ``ValueError`` naming ``name``.
+
+    Python and NumPy integers are accepted; ``bool`` (``True`` is not a count), floats (even
+    ``3.0``), strings and ``None`` are rejected. ``minimum`` / ``maximum`` are inclusive bounds.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__}); "
+                         f"pass a whole number such as {name}=10")
+    value = int(value)
+    if minimum is not None and value < minimum or maximum is not None and value > maximum:
+        lo = "-inf" if minimum is None else minimum
+        hi = "inf" if maximum is None else maximum
+        raise ValueError(f"{name} must be between {lo} and {hi}, got {name}={value}")
+    return value
+
+
+def check_float(value, name: str, low: float | None = None, high: float | None = None,
+                low_inclusive: bool = True, high_inclusive: bool = True) -> float:
+    """``value`` as a finite Python float within the given bounds, or a ``ValueError``.
+
+    Python and NumPy reals (``np.float32(0.05)``) and integers are accepted; ``bool``, strings,
+    ``None``, NaN and inf are rejected. A low-precision NumPy float is read through its shortest
+    decimal form, so ``np.float32(0.05)`` gives ``0.05`` (not 0.05000000074505806).
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    if isinstance(value, np.floating) and np.finfo(value.dtype).bits < 64:
+        value = float(str(value))
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    too_low = low is not None and (value < low if low_inclusive else value <= low)
+    too_high = high is not None and (value > high if high_inclusive else value >= high)
+    if too_low or too_high:
+        left = "[" if low_inclusive else "("
+        right = "]" if high_inclusive else ")"
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise ValueError(f"{name} must be in {left}{lo}, {hi}{right}, got {name}={value!r}")
+    return value
+
+
+def check_bool(value, name: str) -> bool:
+    """``value`` if it is a bool (Python or NumPy), else a ``ValueError`` (no truthiness of 0/1/"no")."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_choice(value, name: str, choices: Iterable[str]) -> str:
+    """``value`` if it is one of ``choices``, else a ``ValueError`` listing them."""
+    choices = tuple(choices)
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """A random seed: an integer in [0, 2**32 - 1] (not a bool, a float or ``None``)."""
+    if value is None:
+        raise ValueError(f"{name} must be an integer in [0, 2**32 - 1], got None: pass a fixed seed "
+                         "(e.g. 0) so that results repeat")
+    return check_int(value, name, minimum=0, maximum=2**32 - 1)
+
+
+def reject_unknown(kwargs: dict, where: str, allowed: Iterable[str] = ()) -> None:
+    """Raise a ``ValueError`` when ``kwargs`` holds a keyword not in ``allowed``.
+
+    A misspelt option (``kernal="rbf"``) must not be silently ignored.
+    """
+    allowed = tuple(allowed)
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        valid = ", ".join(sorted(allowed)) if allowed else "none"
+        raise ValueError(f"{where} got unknown keyword argument(s) {', '.join(map(repr, unknown))}; "
+                         f"valid options: {valid}")
+
+
+def to_tensor(x, name: str) -> torch.Tensor:
+    """A tensor view of ``x`` (no copy where possible): floats kept, half precision widened to
+    float32, integers and booleans converted to float64. Strings, objects and complex numbers raise."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    else:
+        try:
+            arr = np.asarray(x)
+        except ValueError as err:   # ragged nested lists
+            raise ValueError(f"{name} must be a numeric array; NumPy could not build one ({err})") from None
+        if arr.dtype == object:
+            raise ValueError(f"{name} must be a numeric array, got an object array (ragged rows, "
+                             "None or mixed types?)")
+        if arr.dtype.kind in "USVMm":
+            raise ValueError(f"{name} must hold numbers, got dtype {arr.dtype} (strings, bytes or "
+                             "dates?); convert it with np.asarray(x, dtype=float)")
+        if np.iscomplexobj(arr):
+            raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.is_complex():
+        raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return t.to(torch.float32)
+    if not t.is_floating_point():
+        return t.to(torch.float64)
+    return t
+
+
+def require_finite(t: torch.Tensor, name: str) -> None:
+    """Raise a ``ValueError`` at the first NaN or inf of ``t``."""
+    # One cheap reduction first: a NaN or inf makes the sum non-finite (so can an overflow of huge
+    # finite values, which the exact check below then clears).
+    if bool(torch.isfinite(t.sum())):
+        return
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[0].tolist()
+        kind = "NaN" if bool(torch.isnan(t).any()) else "inf"
+        raise ValueError(f"{name} contains {kind} values (first at index {tuple(bad)}); "
+                         "remove or impute them before measuring alignment")
+
+
+def as_matrix(x, name: str = "a", check_finite: bool = True) -> torch.Tensor:
+    """Validate one representation and return it as a 2-D floating-point tensor (n x d).
+
+    Parameters
+    ----------
+    x : array-like or torch.Tensor, shape (n, d)
+        Features, one row per input. NumPy arrays become CPU tensors (float32 stays float32, integers
+        become float64); tensors keep their device.
+    name : str
+        Used in error messages.
+    check_finite : bool
+        Check for NaN and inf (skipped only where the caller already checked).
+
+    Raises
+    ------
+    ValueError
+        for strings/objects, a 1-D or 3-D input, fewer than 2 rows, no columns, NaN or inf.
+    """
+    t = to_tensor(x, name)
+    if t.ndim != 2:
+        hint = " (a single feature? use x.reshape(-1, 1))" if t.ndim == 1 else ""
+        if t.ndim == 3:
+            hint = " (layered features n x L x d? use the layer functions or slice one layer)"
+        raise ValueError(f"{name} must be a 2-D array n x d, got shape {tuple(t.shape)}{hint}")
+    if t.shape[0] < 2:
+        raise ValueError(f"{name} needs at least 2 rows (samples), got {t.shape[0]}")
+    if t.shape[1] < 1:
+        raise ValueError(f"{name} has no columns (features)")
+    if check_finite:
+        require_finite(t, name)
+    return t

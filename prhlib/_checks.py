@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 __all__ = ["check_int", "check_float", "check_bool", "check_choice", "check_seed", "reject_unknown",
-           "to_tensor", "require_finite", "as_matrix"]
+           "to_tensor", "require_finite", "as_matrix", "as_pair", "check_k", "as_layers"]
 
 
 def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -171,3 +171,58 @@ def as_matrix(x, name: str = "a", check_finite: bool = True) -> torch.Tensor:
     if check_finite:
         require_finite(t, name)
     return t
+
+
+def as_pair(a, b, names: tuple[str, str] = ("a", "b")) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two representations of the same n samples: :func:`as_matrix` of each, same rows, same device."""
+    ta, tb = as_matrix(a, names[0]), as_matrix(b, names[1])
+    if ta.shape[0] != tb.shape[0]:
+        raise ValueError(f"{names[0]} and {names[1]} must describe the same samples: {names[0]} has "
+                         f"{ta.shape[0]} rows, {names[1]} has {tb.shape[0]}")
+    if ta.device != tb.device:
+        tb = tb.to(ta.device)
+    return ta, tb
+
+
+def check_k(k, n: int, name: str = "k", minimum: int = 1) -> int:
+    """A neighbour count: an integer in [minimum, n - 1] (a sample is never its own neighbour)."""
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {k!r}")
+    k = int(k)
+    if k < minimum or k > n - 1:
+        raise ValueError(f"{name} must be between {minimum} and n - 1 = {n - 1} (a sample is never its "
+                         f"own neighbour), got {name}={k} for n={n}")
+    return k
+
+
+def as_layers(layers, name: str = "layers_a") -> list[torch.Tensor]:
+    """Validate layered features and return one n x d tensor per layer.
+
+    Parameters
+    ----------
+    layers : array-like of shape (n, L, d), or a sequence of L arrays of shape (n, d_l)
+        A list allows a different width per layer (e.g. the stages of a CNN).
+
+    Raises
+    ------
+    ValueError
+        for an empty list, a wrong number of dimensions, NaN/inf, or layers with different row counts.
+    """
+    if isinstance(layers, (list, tuple)):
+        if len(layers) == 0:
+            raise ValueError(f"{name} is an empty list: give at least one layer")
+        mats = [as_matrix(x, f"{name}[{i}]") for i, x in enumerate(layers)]
+    else:
+        t = to_tensor(layers, name)
+        if t.ndim == 2:
+            t = t[:, None, :]
+        if t.ndim != 3:
+            raise ValueError(f"{name} must be n x L x d (or a list of n x d layers), got shape "
+                             f"{tuple(t.shape)}")
+        require_finite(t, name)
+        mats = [as_matrix(t[:, i, :], f"{name}[:, {i}]", check_finite=False) for i in range(t.shape[1])]
+    rows = {m.shape[0] for m in mats}
+    if len(rows) != 1:
+        raise ValueError(f"every layer of {name} must have the same number of rows, got {sorted(rows)}")
+    device = mats[0].device
+    return [m.to(device) for m in mats]

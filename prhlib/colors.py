@@ -19,10 +19,11 @@ uses the D65 white point and the 2-degree observer (``L*`` in ``[0, 100]``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ._checks import check_choice, check_float, check_int, check_seed
 
 # --------------------------------------------------------------------------------------------------
 # Named colours
@@ -745,8 +746,9 @@ class RSAResult:
 
     ``score``: the observed correlation of the upper triangles; ``null``: the correlations after
     relabelling the colours of the second matrix at random (K permutations); ``threshold``: the
-    95th percentile of the null (with the observed value included, as in a permutation test);
-    ``p_value = (1 + #{null >= score}) / (K + 1)``.
+    ``1 - alpha`` quantile of the null with the observed value included
+    (:func:`prhlib.metrics.permutation_threshold`, the exact rank rule every prhlib test uses);
+    ``p_value = (1 + #{null >= score}) / (K + 1)`` (:func:`prhlib.metrics.permutation_p_value`).
     """
 
     score: float
@@ -759,6 +761,20 @@ class RSAResult:
     @property
     def null_mean(self) -> float:
         return float(self.null.mean())
+
+
+def _check_test_options(permutations, alpha, seed) -> tuple[int, float, int]:
+    return (check_int(permutations, "permutations", minimum=1),
+            check_float(alpha, "alpha", 0.0, 1.0, low_inclusive=False, high_inclusive=False),
+            check_seed(seed, "seed"))
+
+
+def _permutation_summary(score: float, null: np.ndarray, alpha: float) -> tuple[float, float]:
+    """p-value and threshold by the one exact rule of :mod:`prhlib.metrics` (observed score pooled)."""
+    from . import metrics
+
+    return (metrics.permutation_p_value(score, null),
+            metrics.permutation_threshold(null, alpha, observed=score))
 
 
 def _upper(d: np.ndarray) -> np.ndarray:
@@ -783,12 +799,8 @@ def rsa_test(d_a, d_b, method: str = "spearman", permutations: int = 1000, alpha
     d_a, d_b = _check_dissimilarity(d_a), _check_dissimilarity(d_b)
     if d_a.shape != d_b.shape:
         raise ValueError(f"the two matrices cover different numbers of items: {d_a.shape} vs {d_b.shape}")
-    if method not in ("spearman", "kendall"):
-        raise ValueError(f"unknown method {method!r}: choose 'spearman' or 'kendall'")
-    if permutations < 1:
-        raise ValueError(f"permutations must be >= 1, got {permutations}")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    method = check_choice(method, "method", ("spearman", "kendall"))
+    permutations, alpha, seed = _check_test_options(permutations, alpha, seed)
     n = d_a.shape[0]
     a = _upper(d_a)
     if np.ptp(a) == 0 or np.ptp(_upper(d_b)) == 0:
@@ -816,10 +828,8 @@ def rsa_test(d_a, d_b, method: str = "spearman", permutations: int = 1000, alpha
     perms = np.array(perms).reshape(permutations, n)
     chunk = max(1, 2_000_000 // max(1, len(iu)))
     null = np.concatenate([corrs(perms[s:s + chunk]) for s in range(0, permutations, chunk)]).astype(float)
-    p_value = (1.0 + (null >= score).sum()) / (permutations + 1.0)
-    pool = np.sort(np.append(null, score))
-    threshold = float(pool[math.ceil((1 - alpha) * (permutations + 1)) - 1])
-    return RSAResult(score, float(p_value), threshold, null, method, n)
+    p_value, threshold = _permutation_summary(score, null, alpha)
+    return RSAResult(score, p_value, threshold, null, method, n)
 
 
 @dataclass(frozen=True)
@@ -857,6 +867,7 @@ def group_separation(d, labels, groups=("warm", "cool"), permutations: int = 100
     labels : sequence of n labels (e.g. from :func:`warm_cool`)
     """
     d = _check_dissimilarity(d)
+    permutations, alpha, seed = _check_test_options(permutations, alpha, seed)
     labels = np.asarray(labels)
     if labels.shape != (d.shape[0],):
         raise ValueError(f"need one label per row of d: {labels.shape} vs {d.shape[0]} rows")
@@ -873,10 +884,8 @@ def group_separation(d, labels, groups=("warm", "cool"), permutations: int = 100
     rng = np.random.default_rng(seed)
     score = _separation(sub, in_a)
     null = np.array([_separation(sub, rng.permutation(in_a)) for _ in range(permutations)])
-    p_value = (1.0 + (null >= score).sum()) / (permutations + 1.0)
-    pool = np.sort(np.append(null, score))
-    threshold = float(pool[math.ceil((1 - alpha) * (permutations + 1)) - 1])
-    return SeparationResult(score, float(p_value), threshold, null, tuple(groups), sizes)
+    p_value, threshold = _permutation_summary(score, null, alpha)
+    return SeparationResult(score, p_value, threshold, null, tuple(groups), sizes)
 
 
 # --------------------------------------------------------------------------------------------------

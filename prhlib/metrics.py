@@ -49,12 +49,15 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ._checks import as_matrix, require_finite as _check_finite, to_tensor as _to_tensor
+
 __all__ = [
     "METRICS", "NEIGHBOUR_METRICS", "as_matrix", "as_layers", "knn", "mutual_knn", "cycle_knn",
     "lcs_knn", "edit_distance_knn", "per_sample_scores", "cka", "unbiased_cka", "hsic", "cknna", "svcca",
     "rsa", "procrustes_distance", "procrustes_similarity", "linear_predictivity", "measure", "max_score",
     "prepare", "layer_scores", "best_layer_pair", "chance", "calibrate", "calibrate_layers",
-    "bootstrap_ci", "CalibrationResult", "BootstrapResult",
+    "bootstrap_ci", "CalibrationResult", "BootstrapResult", "rank_correlation", "CorrelationResult",
+    "permutation_p_value", "permutation_threshold", "bootstrap_difference", "DifferenceResult",
 ]
 
 #: Metrics computed from the two k-nearest-neighbour lists alone.
@@ -130,73 +133,6 @@ def _threads_by_size(fn):
 # ------------------------------------------------------------------------------------------------
 # input validation
 # ------------------------------------------------------------------------------------------------
-def _to_tensor(x, name: str) -> torch.Tensor:
-    """A tensor view of ``x`` (no copy where possible): floats kept, half precision widened to
-    float32, integers and booleans converted to float64."""
-    if isinstance(x, torch.Tensor):
-        t = x.detach()
-    else:
-        arr = np.asarray(x)
-        if arr.dtype == object:
-            raise ValueError(f"{name} must be a numeric array, got an object array (ragged rows?)")
-        if np.iscomplexobj(arr):
-            raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-    if t.is_complex():
-        raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
-    if t.dtype in (torch.float16, torch.bfloat16):
-        return t.to(torch.float32)
-    if not t.is_floating_point():
-        return t.to(torch.float64)
-    return t
-
-
-def _check_finite(t: torch.Tensor, name: str) -> None:
-    # One cheap reduction first: a NaN or inf makes the sum non-finite (so can an overflow of huge
-    # finite values, which the exact check below then clears).
-    if bool(torch.isfinite(t.sum())):
-        return
-    finite = torch.isfinite(t)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero()[0].tolist()
-        kind = "NaN" if bool(torch.isnan(t).any()) else "inf"
-        raise ValueError(f"{name} contains {kind} values (first at index {tuple(bad)}); "
-                         "remove or impute them before measuring alignment")
-
-
-def as_matrix(x, name: str = "a", check_finite: bool = True) -> torch.Tensor:
-    """Validate one representation and return it as a 2-D floating-point tensor (n x d).
-
-    Parameters
-    ----------
-    x : array-like or torch.Tensor, shape (n, d)
-        Features, one row per input. NumPy arrays become CPU tensors (float32 stays float32, integers
-        become float64); tensors keep their device.
-    name : str
-        Used in error messages.
-    check_finite : bool
-        Check for NaN and inf (skipped only where the caller already checked).
-
-    Raises
-    ------
-    ValueError
-        for a 1-D or 3-D input, fewer than 2 rows, no columns, NaN or inf.
-    """
-    t = _to_tensor(x, name)
-    if t.ndim != 2:
-        hint = " (a single feature? use x.reshape(-1, 1))" if t.ndim == 1 else ""
-        if t.ndim == 3:
-            hint = " (layered features n x L x d? use the layer functions or slice one layer)"
-        raise ValueError(f"{name} must be a 2-D array n x d, got shape {tuple(t.shape)}{hint}")
-    if t.shape[0] < 2:
-        raise ValueError(f"{name} needs at least 2 rows (samples), got {t.shape[0]}")
-    if t.shape[1] < 1:
-        raise ValueError(f"{name} has no columns (features)")
-    if check_finite:
-        _check_finite(t, name)
-    return t
-
-
 def _pair(a, b) -> tuple[torch.Tensor, torch.Tensor]:
     ta, tb = as_matrix(a, "a"), as_matrix(b, "b")
     if ta.shape[0] != tb.shape[0]:
@@ -1692,30 +1628,10 @@ def bootstrap_ci(a, b, metric: str = "mutual_knn", k: int | None = 10, n_boot: i
     -------
     BootstrapResult
     """
-    if metric == "linear_predictivity":
-        raise ValueError("bootstrap_ci does not support linear_predictivity: duplicated rows leak between "
-                         "cross-validation folds; repeat linear_predictivity with different seeds instead")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
-    if not (isinstance(level, (int, float)) and 0 < level < 1):
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    n_boot, level = _check_bootstrap(metric, n_boot, level)
     A, B = _pair(a, b)
-    n = A.shape[0]
-    rng = np.random.default_rng(seed)
-    if metric in NEIGHBOUR_METRICS:
-        rows = per_sample_scores(A, B, metric=metric, k=k)
-        score = float(rows.mean())
-        idx = rng.integers(0, n, size=(n_boot, n))
-        samples = rows[idx].mean(axis=1)
-        method = "queries"
-    else:
-        fn = _metric_fn(metric, k, **kwargs)
-        score = float(fn(A, B))
-        samples = np.empty(n_boot)
-        for r in range(n_boot):
-            idx = torch.from_numpy(rng.integers(0, n, size=n)).to(A.device)
-            samples[r] = fn(A[idx], B[idx])
-        method = "rows"
+    idx = np.random.default_rng(seed).integers(0, A.shape[0], size=(n_boot, A.shape[0]))
+    score, samples, method = _replicates(A, B, metric, k, kwargs, idx)
     tail = (1 - level) / 2
     low, high = np.quantile(samples, [tail, 1 - tail])
     return BootstrapResult(score=score, low=float(low), high=float(high), level=level, samples=samples,
@@ -1946,3 +1862,139 @@ def rank_correlation(x, y, method: str = "spearman", n_boot: int = 2000, permuta
     p = permutation_p_value(round(obs, 12), np.round(null, 12))
     return CorrelationResult(estimate=estimate, ci_low=float(low), ci_high=float(high), p_value=p, n=n,
                              method=method, level=1 - alpha, alternative=alternative)
+
+
+def _check_bootstrap(metric: str, n_boot, level) -> tuple[int, float]:
+    from ._checks import check_float, check_int
+
+    if metric == "linear_predictivity":
+        raise ValueError("bootstrap_ci does not support linear_predictivity: duplicated rows leak between "
+                         "cross-validation folds; repeat linear_predictivity with different seeds instead")
+    n_boot = check_int(n_boot, "n_boot", minimum=1)
+    level = check_float(level, "level", 0, 1, low_inclusive=False, high_inclusive=False)
+    return n_boot, level
+
+
+def _replicates(A: torch.Tensor, B: torch.Tensor, metric: str, k, kw: dict,
+                idx: np.ndarray) -> tuple[float, np.ndarray, str]:
+    """(score on all rows, one score per row of ``idx``, scheme) for the bootstrap.
+
+    Neighbour metrics average their per-sample terms over the drawn queries (neighbour lists fixed);
+    the others are recomputed on the drawn rows.
+    """
+    if metric in NEIGHBOUR_METRICS:
+        rows = per_sample_scores(A, B, metric=metric, k=k)
+        return float(rows.mean()), rows[idx].mean(axis=1), "queries"
+    fn = _metric_fn(metric, k, **kw)
+    samples = np.empty(idx.shape[0])
+    for r, i in enumerate(idx):
+        i = torch.from_numpy(i).to(A.device)
+        samples[r] = fn(A[i], B[i])
+    return float(fn(A, B)), samples, "rows"
+
+
+@dataclass(frozen=True)
+class DifferenceResult:
+    """A paired bootstrap interval for the difference of two scores on the same items.
+
+    Attributes
+    ----------
+    difference : float
+        ``first - second`` on all n items.
+    low, high : float
+        Percentile interval of the paired replicates.
+    level : float
+    first, second : float
+        The two scores on all items.
+    samples : numpy.ndarray
+        The replicated differences.
+    method : str
+        The resampling scheme of each side (``"queries"`` or ``"rows"``, as in :func:`bootstrap_ci`).
+    """
+
+    difference: float
+    low: float
+    high: float
+    level: float
+    first: float
+    second: float
+    samples: np.ndarray = field(repr=False)
+    method: str = "queries"
+
+    @property
+    def excludes_zero(self) -> bool:
+        """True when the interval lies entirely above or below 0."""
+        return self.low > 0 or self.high < 0
+
+    def __str__(self) -> str:
+        return (f"difference = {self.difference:.3f} ({self.first:.3f} - {self.second:.3f}), "
+                f"{round(100 * self.level):d}% CI [{self.low:.3f}, {self.high:.3f}]")
+
+
+def bootstrap_difference(first, second, metric: str = "mutual_knn", second_metric: str | None = None,
+                         k: int | None = 10, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                         first_options: dict | None = None,
+                         second_options: dict | None = None) -> DifferenceResult:
+    """Paired bootstrap interval of ``score(first) - score(second)`` when both are measured on the SAME items.
+
+    Two scores on the same n items are correlated (the same hard or easy items enter both), so the
+    difference needs *paired* resampling: each replicate draws one set of n item indices and
+    recomputes both scores on it, with the scheme of :func:`bootstrap_ci` for each metric.
+
+    Typical uses:
+
+    * two metrics on one pair of representations:
+      ``bootstrap_difference((a, b), (a, b), metric="mutual_knn", second_metric="cycle_knn")``;
+    * one metric on two pairs that share their items (e.g. image model vs two language models):
+      ``bootstrap_difference((img, lm1), (img, lm2), metric="mutual_knn")``.
+
+    Parameters
+    ----------
+    first, second : tuple (a, b)
+        Two pairs of feature matrices, every matrix with the same n rows in the same item order.
+    metric : str
+        Metric of the first pair (one of :data:`METRICS` except ``linear_predictivity``).
+    second_metric : str, optional
+        Metric of the second pair; default ``metric``.
+    k : int or None
+        Neighbours, for both sides.
+    n_boot : int
+        Paired replicates.
+    level : float
+        Coverage in (0, 1).
+    seed : int
+    first_options, second_options : dict, optional
+        Keyword options of each side's metric (e.g. ``{"kernel": "rbf"}``).
+
+    Returns
+    -------
+    DifferenceResult
+        ``.difference .low .high``; ``.excludes_zero`` says whether the interval excludes 0.
+
+    Notes
+    -----
+    The percentile interval of the paired differences. For the kernel and Procrustes metrics
+    (``"rows"`` scheme) resampling with replacement duplicates rows, which inflates each score
+    (see :func:`bootstrap_ci`); the pairing cancels only part of it, so prefer neighbour metrics or
+    report those intervals as approximate.
+    """
+    second_metric = metric if second_metric is None else second_metric
+    n_boot, level = _check_bootstrap(metric, n_boot, level)
+    _check_bootstrap(second_metric, n_boot, level)
+    pairs = []
+    for name, pair in (("first", first), ("second", second)):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"{name} must be a pair (a, b) of feature matrices, got {type(pair).__name__}")
+        pairs.append(_pair(*pair))
+    n = pairs[0][0].shape[0]
+    if pairs[1][0].shape[0] != n:
+        raise ValueError(f"first and second must be measured on the same items: {n} vs "
+                         f"{pairs[1][0].shape[0]} rows")
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    s1, r1, m1 = _replicates(*pairs[0], metric, k, dict(first_options or {}), idx)
+    s2, r2, m2 = _replicates(*pairs[1], second_metric, k, dict(second_options or {}), idx)
+    samples = r1 - r2
+    tail = (1 - level) / 2
+    low, high = np.quantile(samples, [tail, 1 - tail])
+    return DifferenceResult(difference=s1 - s2, low=float(low), high=float(high), level=level, first=s1,
+                            second=s2, samples=samples, method=m1 if m1 == m2 else f"{m1}/{m2}")

@@ -42,6 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._checks import as_matrix, check_int
+
 __all__ = [
     "as_sequential",
     "layer_names",
@@ -296,10 +298,7 @@ def position_samples(a, b, per_image: int = 1, standardize: bool = True,
     if a.ndim == 2:
         return a.double().numpy(), b.double().numpy()
     n, n_pos = len(a), a.shape[2] * a.shape[3]
-    if isinstance(per_image, bool) or not isinstance(per_image, (int, np.integer)) \
-            or not 1 <= per_image <= n_pos:
-        raise ValueError(f"per_image must be an integer in [1, {n_pos}] (positions per image), "
-                         f"got {per_image!r}")
+    per_image = check_int(per_image, "per_image", minimum=1, maximum=n_pos)
     rng = np.random.default_rng(seed)
     pos = np.stack([rng.choice(n_pos, size=int(per_image), replace=False) for _ in range(n)])
     rows = torch.as_tensor(np.repeat(np.arange(n), per_image))
@@ -643,17 +642,9 @@ def fit_linear_map(x, y, ridge: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     -------
     W : array (d_x, d_y), c : array (d_y,)
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    for name, v in (("x", x), ("y", y)):
-        if v.ndim != 2:
-            raise ValueError(f"{name} must be 2-D (n, d), got shape {v.shape}")
-        if not np.isfinite(v).all():
-            raise ValueError(f"{name} contains NaN or inf")
+    x, y = _check_matrix(x, "x"), _check_matrix(y, "y")  # 2-D, finite, at least 2 rows
     if len(x) != len(y):
         raise ValueError(f"x and y have different numbers of rows: {len(x)} vs {len(y)}")
-    if len(x) < 2:
-        raise ValueError("need at least 2 rows to fit an affine map")
     return _lstsq_affine(x, y, ridge)
 
 
@@ -880,12 +871,8 @@ def compare_cuts(sender_train: dict, sender_test: dict, receiver_train: dict, re
 # Relative representations and zero-shot encoder swaps
 # ----------------------------------------------------------------------------------------------
 def _check_matrix(x, name: str) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, d), got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return x
+    """``x`` validated by :func:`prhlib._checks.as_matrix`, as a float64 array (n, d)."""
+    return as_matrix(x, name).detach().cpu().double().numpy()
 
 
 def relative_representation(x, anchors, center: bool = False) -> np.ndarray:

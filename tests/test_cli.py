@@ -68,14 +68,15 @@ def test_align_raw_uses_the_features_as_given(files, capsys):
     assert status == 0
     res = json.loads(out)
     assert res["score"] == pytest.approx(metrics.cka(a, b)) and res["k"] is None and res["q"] is None
-    assert res["chance"] == pytest.approx(metrics.chance("cka", 80, d_a=16, d_b=12))
+    assert res["chance"] is None, "biased CKA's analytic level assumes isotropic Gaussian features"
 
 
-def test_align_metric_without_a_chance_level_reports_none(files, capsys):
+@pytest.mark.parametrize("metric, chance", [("svcca", None), ("unbiased_cka", 0.0), ("cycle_knn", None)])
+def test_align_reports_only_distribution_free_chance_levels(files, capsys, metric, chance):
     tmp, _, _ = files
-    status, out, _ = run(["align", tmp / "a.npy", tmp / "b.npy", "--metric", "svcca", "--permutations", 10,
+    status, out, _ = run(["align", tmp / "a.npy", tmp / "b.npy", "--metric", metric, "--permutations", 10,
                           "--json"], capsys)
-    assert status == 0 and json.loads(out)["chance"] is None
+    assert status == 0 and json.loads(out)["chance"] == chance
 
 
 def test_align_layers_is_the_maxT_calibrated_best_layer_pair(tmp_path, capsys):

@@ -445,3 +445,41 @@ def test_moved_names_and_unknown_attributes():
     assert not hasattr(C, "nearest_bins")
     with pytest.raises(AttributeError, match="no attribute"):
         C.no_such_function
+
+
+def test_colour_tests_use_the_exact_permutation_rule_of_metrics():
+    # alpha = 0.18, K = 999: (1 - 0.18) * 1000 is 820 exactly, but 820.0000000000001 in floats, so the old
+    # float rule took rank 821; the exact rule of metrics takes 820.
+    from fractions import Fraction
+    import math
+
+    from prhlib import metrics
+
+    rng = np.random.default_rng(0)
+    d_a = C.row_distances(rng.normal(size=(10, 3)))
+    d_b = C.row_distances(rng.normal(size=(10, 3)))
+    labels = np.array(["warm"] * 5 + ["cool"] * 5)
+    for alpha, k in ((0.18, 999), (0.05, 999), (0.1, 199), (0.07, 99)):
+        res = C.rsa_test(d_a, d_b, permutations=k, alpha=alpha, seed=1)
+        pool = np.sort(np.append(res.null, res.score))
+        exact_rank = math.ceil((1 - Fraction(str(alpha))) * (k + 1))
+        assert res.threshold == pool[exact_rank - 1]
+        assert res.threshold == metrics.permutation_threshold(res.null, alpha, observed=res.score)
+        assert res.p_value == metrics.permutation_p_value(res.score, res.null)
+        sep = C.group_separation(d_a, labels, permutations=k, alpha=alpha, seed=1)
+        assert sep.threshold == metrics.permutation_threshold(sep.null, alpha, observed=sep.score)
+        assert sep.p_value == metrics.permutation_p_value(sep.score, sep.null)
+    float_rank = math.ceil((1 - 0.18) * 1000)
+    assert float_rank != math.ceil((1 - Fraction("0.18")) * 1000), "the case that motivated the exact rule"
+
+
+@pytest.mark.parametrize("kwargs", [dict(permutations=0), dict(permutations=True), dict(permutations=10.0),
+                                    dict(alpha=0), dict(alpha=1.0), dict(seed=None), dict(seed=-1)])
+def test_colour_tests_reject_bad_options(kwargs):
+    d = C.row_distances(np.random.default_rng(0).normal(size=(6, 2)))
+    labels = np.array(["warm"] * 3 + ["cool"] * 3)
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=name):
+        C.rsa_test(d, d, **kwargs)
+    with pytest.raises(ValueError, match=name):
+        C.group_separation(d, labels, **kwargs)

@@ -1,0 +1,330 @@
+"""Neighbour metrics: one k-nearest-neighbour search and the four metrics built on its lists.
+
+``similarities``    X X^T with the diagonal at -inf (a sample is never its own neighbour)
+``knn``             each row's k most similar rows, most similar first (validated entry point)
+``nearest``         the same without validation, in row blocks; ``nearest_many`` for several inputs
+``neighbour_terms`` per-sample terms of a neighbour metric from two neighbour lists
+``mutual_knn``, ``cycle_knn``, ``lcs_knn``, ``edit_distance_knn``, ``per_sample_scores``
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .._checks import as_matrix, as_pair, check_choice, check_k
+from .._threads import limited
+
+#: Metrics computed from the two k-nearest-neighbour lists alone.
+NEIGHBOUR_METRICS = ("mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn")
+
+#: Largest similarity matrix block (in elements) the neighbour search builds at once: 2**26 float32
+#: values are 256 MB, so n = 40,000 samples need 40 blocks of ~1,700 rows instead of one n x n matrix.
+CHUNK_ELEMENTS = 2**26
+
+
+def similarities(x: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+    """Dot products of ``x[rows]`` (default: all rows) with every row of ``x``, self pairs set to -inf.
+
+    For all rows on the CPU NumPy computes ``X @ X.T`` with BLAS ``syrk`` (one triangle, mirrored:
+    half the multiply-adds of a general product).
+    """
+    n = x.shape[0]
+    if rows is None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        xn = x.contiguous().numpy()
+        sims = torch.from_numpy(xn @ xn.T)
+    else:
+        rows = rows or slice(0, n)
+        sims = x[rows] @ x.T
+    start = 0 if rows is None else rows.start
+    i = torch.arange(sims.shape[0], device=x.device)
+    sims[i, i + start] = -math.inf
+    return sims
+
+
+def nearest(x: torch.Tensor, k: int, chunk_rows: int | None = None, queries: int | None = None) -> torch.Tensor:
+    """:func:`knn` without validation; only the first ``queries`` rows when given (gallery = all rows)."""
+    n = x.shape[0]
+    m = n if queries is None else queries
+    if chunk_rows is None and m * n <= CHUNK_ELEMENTS:
+        sims = similarities(x, None if queries is None else slice(0, m))
+        return torch.topk(sims, k, dim=1, largest=True, sorted=True).indices
+    chunk_rows = max(1, int(chunk_rows or CHUNK_ELEMENTS // n))
+    out = torch.empty((m, k), dtype=torch.long, device=x.device)
+    for start in range(0, m, chunk_rows):
+        sims = similarities(x, slice(start, min(m, start + chunk_rows)))
+        out[start:start + sims.shape[0]] = torch.topk(sims, k, dim=1, largest=True, sorted=True).indices
+        del sims
+    return out
+
+
+def knn(x, k: int = 10, chunk_rows: int | None = None) -> torch.Tensor:
+    """Indices of each row's k nearest neighbours by dot product, most similar first, self excluded.
+
+    Parameters
+    ----------
+    x : array-like or torch.Tensor, shape (n, d)
+    k : int
+        1 <= k <= n - 1.
+    chunk_rows : int, optional
+        Rows of the similarity matrix built at once. Default: the whole matrix when it holds at most
+        :data:`CHUNK_ELEMENTS` values, else blocks of ``CHUNK_ELEMENTS // n`` rows, so memory stays
+        O(n * chunk_rows), never O(n^2).
+
+    Returns
+    -------
+    torch.Tensor, shape (n, k), int64
+        On the device of ``x``; row i lists i's neighbours by decreasing dot product.
+
+    Notes
+    -----
+    A partial top-k selection (O(n^2) for all rows) replaces the reference's full argsort
+    (O(n^2 log n)).
+    """
+    x = as_matrix(x, "x")
+    return nearest(x, check_k(k, x.shape[0]), chunk_rows)
+
+
+def nearest_many(xs: Sequence[torch.Tensor], k: int) -> list[torch.Tensor]:
+    """:func:`nearest` of several representations (validated by the caller).
+
+    On a CPU with several threads the searches run side by side, each on one thread, instead of one
+    after the other on all threads: two single-threaded ``syrk`` products finish sooner than the same
+    two products run in turn on two threads each (measured by ``benchmarks/metrics.py``). The results
+    are the same either way.
+    """
+    workers = min(torch.get_num_threads(), len(xs))
+    if workers < 2 or any(x.device.type != "cpu" for x in xs):
+        return [nearest(x, k) for x in xs]
+
+    def one(x):
+        torch.set_num_threads(1)   # this worker's own intra-op setting
+        return nearest(x, k)
+
+    with limited(1), ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, xs))
+
+
+def relabel(knn_b: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
+    """Neighbour lists of ``b[perm]`` from those of ``b``: row i is ``inv[knn_b[perm[i]]]``."""
+    if perm is None:
+        return knn_b
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel(), device=perm.device)
+    return inv[knn_b[..., perm, :]]
+
+
+def _edge_lookup(knn_a: torch.Tensor):
+    """A function (i, j) -> is j among A's neighbours of i, for index tensors i, j of one shape.
+
+    A dense n x n boolean table when it is small (n^2 <= CHUNK_ELEMENTS bytes; one gather per query),
+    else the sorted edge codes i * n + j searched by bisection (O(n k) memory).
+    """
+    n = knn_a.shape[0]
+    rows = torch.arange(n, device=knn_a.device).unsqueeze(1)
+    if n * n <= CHUNK_ELEMENTS:
+        table = torch.zeros((n, n), dtype=torch.bool, device=knn_a.device)
+        table[rows, knn_a] = True
+        return lambda i, j: table[i, j]
+    codes = (rows * n + knn_a.sort(dim=1).values).flatten()   # sorted: row offsets i * n dominate
+
+    def lookup(i, j):
+        q = (i * n + j).reshape(-1)
+        pos = torch.searchsorted(codes, q).clamp_(max=codes.numel() - 1)
+        return (codes[pos] == q).reshape(torch.broadcast_shapes(i.shape, j.shape))
+    return lookup
+
+
+def overlap_counts(knn_a: torch.Tensor, knn_b: torch.Tensor) -> torch.Tensor:
+    """|N_A(i) ∩ N_B(i)| per row (``knn_b`` may carry leading batch dimensions, e.g. layers)."""
+    rows = torch.arange(knn_a.shape[0], device=knn_b.device).unsqueeze(1)
+    return _edge_lookup(knn_a)(rows.expand_as(knn_b), knn_b).sum(dim=-1)
+
+
+def cycle_hits(knn_a: torch.Tensor, knn_b: torch.Tensor) -> torch.Tensor:
+    """1 if sample i is among the A-neighbours of one of its B-neighbours j (A edge j -> i), else 0."""
+    rows = torch.arange(knn_a.shape[0], device=knn_b.device).unsqueeze(1)
+    return _edge_lookup(knn_a)(knn_b, rows.expand_as(knn_b)).any(dim=-1)
+
+
+def _antidiagonals(k: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Cells (i, j), 1 <= i, j <= k, of a (k+1) x (k+1) table grouped by i + j: each group depends only
+    on the two previous groups, so a whole anti-diagonal is filled with one vectorised step."""
+    out = []
+    for s in range(2, 2 * k + 1):
+        i = torch.arange(max(1, s - k), min(k, s - 1) + 1, device=device)
+        out.append((i, s - i))
+    return out
+
+
+def lcs_lengths(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Length of the longest common subsequence of each pair of rows (the textbook dynamic programme,
+    filled by anti-diagonals: 2k - 1 vectorised steps instead of k^2)."""
+    x = x.expand_as(y)
+    k = x.shape[-1]
+    match = x[..., :, None] == y[..., None, :]                      # (..., k, k)
+    dp = torch.zeros((*y.shape[:-1], k + 1, k + 1), dtype=torch.long, device=y.device)
+    for i, j in _antidiagonals(k, y.device):
+        diag = dp[..., i - 1, j - 1] + 1
+        best = torch.maximum(dp[..., i - 1, j], dp[..., i, j - 1])
+        dp[..., i, j] = torch.where(match[..., i - 1, j - 1], diag, best)
+    return dp[..., k, k]
+
+
+def levenshtein_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Levenshtein distance (insert, delete, substitute: cost 1) between each pair of rows
+    (dynamic programme filled by anti-diagonals)."""
+    x = x.expand_as(y)
+    k = x.shape[-1]
+    differ = (x[..., :, None] != y[..., None, :]).long()            # substitution cost
+    dp = torch.zeros((*y.shape[:-1], k + 1, k + 1), dtype=torch.long, device=y.device)
+    dp[..., :, 0] = torch.arange(k + 1, device=y.device)
+    dp[..., 0, :] = torch.arange(k + 1, device=y.device)
+    for i, j in _antidiagonals(k, y.device):
+        sub = dp[..., i - 1, j - 1] + differ[..., i - 1, j - 1]
+        gap = torch.minimum(dp[..., i - 1, j], dp[..., i, j - 1]) + 1
+        dp[..., i, j] = torch.minimum(sub, gap)
+    return dp[..., k, k]
+
+
+#: Per-sample term of each neighbour metric from the two neighbour lists (k = list length).
+TERMS = {
+    "mutual_knn": lambda ka, kb: overlap_counts(ka, kb).double() / ka.shape[-1],
+    "cycle_knn": lambda ka, kb: cycle_hits(ka, kb).double(),
+    "lcs_knn": lambda ka, kb: lcs_lengths(ka, kb).double(),
+    "edit_distance_knn": lambda ka, kb: 1.0 - levenshtein_distances(ka, kb).double() / ka.shape[-1],
+}
+
+
+def neighbour_terms(metric: str, knn_a: torch.Tensor, knn_b: torch.Tensor) -> torch.Tensor:
+    """Per-sample score of a neighbour metric (float64); its mean over samples is the metric."""
+    return TERMS[check_choice(metric, "metric", NEIGHBOUR_METRICS)](knn_a, knn_b)
+
+
+def per_sample_scores(a, b, metric: str = "mutual_knn", k: int = 10) -> np.ndarray:
+    """The per-sample terms whose mean is a neighbour metric (e.g. each sample's overlap / k).
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
+    metric : str
+        One of :data:`NEIGHBOUR_METRICS`.
+    k : int
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,)
+    """
+    if metric not in NEIGHBOUR_METRICS:
+        raise ValueError(f"per-sample scores exist for the neighbour metrics {NEIGHBOUR_METRICS}, "
+                         f"not {metric!r}")
+    ta, tb = as_pair(a, b)
+    k = check_k(k, ta.shape[0])
+    return neighbour_terms(metric, *nearest_many([ta, tb], k)).cpu().numpy()
+
+
+def _score(metric: str, a, b, k: int) -> float:
+    return float(per_sample_scores(a, b, metric, k).mean())
+
+
+def mutual_knn(a, b, k: int = 10) -> float:
+    r"""Mutual k-nearest-neighbour alignment, the paper's headline metric.
+
+    .. math:: m_{kNN}(A, B) = \frac{1}{n} \sum_{i=1}^{n} \frac{|N^A_k(i) \cap N^B_k(i)|}{k}
+
+    where :math:`N^A_k(i)` are the k rows of ``a`` with the largest dot product with row i (i itself
+    excluded). Use l2-normalised rows (:func:`prepare`) for cosine neighbours, as the paper does.
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
+    k : int
+        Neighbours per sample, 1 <= k <= n - 1.
+
+    Returns
+    -------
+    float
+        In [0, 1]; 1 when the neighbour sets coincide. Unrelated representations score
+        :math:`k/(n-1)` on average (:func:`chance`).
+
+    Notes
+    -----
+    The neighbour search runs in row blocks (:func:`knn`) and the overlap is counted from the sorted
+    index lists, so memory is O(n k) beyond one block: n = 40,000 needs well under 1 GB where the
+    official dense n x n masks need over 12 GB.
+    """
+    return _score("mutual_knn", a, b, k)
+
+
+def cycle_knn(a, b, k: int = 10) -> float:
+    """Cycle k-NN: the fraction of samples i found among the A-neighbours of i's B-neighbours.
+
+    Go from i to its k nearest neighbours in ``b``, then to each of their k nearest neighbours in
+    ``a``: the score is the fraction of samples that come back to themselves. Not symmetric.
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
+    k : int
+        1 <= k <= n - 1.
+
+    Returns
+    -------
+    float
+        In [0, 1]. Unrelated representations score about :math:`1 - (1 - k/(n-1))^k`.
+    """
+    return _score("cycle_knn", a, b, k)
+
+
+def lcs_knn(a, b, k: int = 10) -> float:
+    """Mean length of the longest common subsequence of the two ordered neighbour lists.
+
+    As in the official code the length is *not* divided by k, so the score lies in [0, k].
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
+    k : int
+        1 <= k <= n - 1.
+
+    Returns
+    -------
+    float
+        In [0, k]; k when both lists are identical and identically ordered.
+    """
+    return _score("lcs_knn", a, b, k)
+
+
+def edit_distance_knn(a, b, k: int = 10) -> float:
+    """One minus the mean Levenshtein distance between the ordered neighbour lists, divided by k.
+
+    Parameters
+    ----------
+    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
+    k : int
+        1 <= k <= n - 1.
+
+    Returns
+    -------
+    float
+        In [0, 1]; 1 when both ordered lists are identical. Order matters: the same set in another
+        order scores less than 1.
+    """
+    return _score("edit_distance_knn", a, b, k)
+
+
+def neighbour_scorer(metric: str, A: list[torch.Tensor], B: list[torch.Tensor], k):
+    """``perm -> La x Lb`` scores of a neighbour metric; each layer's lists are computed once and a
+    permutation of B's rows only relabels them."""
+    k = check_k(k, A[0].shape[0])
+    lists = nearest_many(list(A) + list(B), k)
+    ka, kb = lists[:len(A)], torch.stack(lists[len(A):])        # kb: (Lb, n, k)
+
+    def score(perm=None):
+        kbp = relabel(kb, perm)
+        return torch.stack([neighbour_terms(metric, ka_i, kbp).mean(dim=-1) for ka_i in ka])
+    return score

@@ -1,0 +1,133 @@
+"""Meta-statistics: the exact permutation rule, rank correlations with intervals, paired differences."""
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from prhlib import metrics
+
+
+def test_permutation_p_value_counts_the_observed_arrangement():
+    null = np.array([0.1, 0.5, 0.5, 0.9])
+    assert metrics.permutation_p_value(0.5, null) == (1 + 3) / 5
+    assert metrics.permutation_p_value(1.0, null) == 1 / 5
+    assert metrics.permutation_p_value(-1.0, null) == 1.0
+
+
+@pytest.mark.parametrize("alpha,K", [(0.05, 999), (0.18, 999), (0.05, 19), (0.1, 99), (0.01, 200)])
+def test_permutation_threshold_is_calibrates_exact_rank(alpha, K):
+    rng = np.random.default_rng(K)
+    null, observed = rng.normal(size=K), 0.3
+    pool = np.sort(np.append(null, observed))
+    rank = math.ceil((1 - Fraction(str(alpha))) * (K + 1))
+    assert metrics.permutation_threshold(null, alpha, observed=observed) == pool[rank - 1]
+    assert metrics.permutation_threshold(null, np.float32(alpha), observed=observed) == pool[rank - 1]
+
+
+def test_permutation_threshold_matches_calibrate():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(60, 5)), rng.normal(size=(60, 4))
+    res = metrics.calibrate(a, b, metric="mutual_knn", k=5, permutations=99, alpha=0.18)
+    assert metrics.permutation_threshold(res.null, 0.18, observed=res.score) == res.threshold
+    assert metrics.permutation_p_value(res.score, res.null) == res.p_value
+
+
+@pytest.mark.parametrize("bad,match", [([], "empty"), ([0.1, np.nan], "NaN")])
+def test_permutation_rule_rejects_bad_nulls(bad, match):
+    with pytest.raises(ValueError, match=match):
+        metrics.permutation_p_value(0.1, bad)
+    with pytest.raises(ValueError, match="alpha"):
+        metrics.permutation_threshold([0.1, 0.2], 1.5)
+
+
+@pytest.mark.parametrize("method,ref", [("spearman", stats.spearmanr), ("kendall", stats.kendalltau)])
+def test_rank_correlation_estimate_and_p_value(method, ref):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=12)
+    y = np.round(x + rng.normal(size=12), 1)
+    r = metrics.rank_correlation(x, y, method=method, n_boot=500, permutations=1999, seed=1)
+    expected = ref(x, y)
+    assert r.estimate == pytest.approx(expected.statistic, abs=1e-12)
+    assert r.ci_low <= r.estimate <= r.ci_high
+    assert r.p_value == pytest.approx(expected.pvalue, abs=0.03)   # permutation vs scipy's exact/asymptotic
+    assert r.n == 12 and r.method == method
+    assert str(r).startswith("Spearman rho = " if method == "spearman" else "Kendall tau = ")
+    assert "95% CI" in str(r) and "n = 12" in str(r)
+
+
+def test_rank_correlation_is_deterministic_and_one_sided_option():
+    x, y = np.arange(8.0), np.array([1, 0, 3, 2, 5, 4, 7, 6.0])
+    r1 = metrics.rank_correlation(x, y, seed=5, permutations=999)
+    assert r1 == metrics.rank_correlation(x, y, seed=5, permutations=999)
+    greater = metrics.rank_correlation(x, y, seed=5, permutations=999, alternative="greater")
+    less = metrics.rank_correlation(x, y, seed=5, permutations=999, alternative="less")
+    assert greater.p_value < r1.p_value and less.p_value > 0.9
+
+
+def test_rank_correlation_perfect_monotone_reaches_smallest_p():
+    x = np.arange(10.0)
+    r = metrics.rank_correlation(x, np.exp(x), permutations=999)
+    assert r.estimate == 1.0 and r.ci_low == r.ci_high == 1.0
+    assert r.p_value == pytest.approx(1 / 1000, abs=2 / 1000)   # a permutation may reproduce the order
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(x=[1, 2], y=[1, 2]), "n >= 3"),
+    (dict(x=[1, 2, 3], y=[1, 2]), "same items"),
+    (dict(x=[1, 1, 1], y=[1, 2, 3]), "constant"),
+    (dict(x=[1, 2, np.nan], y=[1, 2, 3]), "NaN"),
+    (dict(x=["a", "b", "c"], y=[1, 2, 3]), "numbers"),
+    (dict(x=[1, 2, 3], y=[1, 3, 2], method="pearson"), "method"),
+    (dict(x=[1, 2, 3], y=[1, 3, 2], seed=1.5), "seed"),
+    (dict(x=[1, 2, 3], y=[1, 3, 2], n_boot=True), "n_boot"),
+])
+def test_rank_correlation_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        metrics.rank_correlation(**kwargs)
+
+
+def test_bootstrap_difference_same_pair_same_metric_is_exactly_zero():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(80, 6))
+    b = a + rng.normal(size=(80, 6))
+    res = metrics.bootstrap_difference((a, b), (a, b), metric="mutual_knn", k=5, n_boot=200)
+    assert res.difference == 0 and res.low == 0 and res.high == 0 and not res.excludes_zero
+
+
+def test_bootstrap_difference_detects_a_better_partner_and_is_paired():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(150, 8))
+    close, far = a + 0.3 * rng.normal(size=a.shape), a + 3.0 * rng.normal(size=a.shape)
+    res = metrics.bootstrap_difference((a, close), (a, far), metric="mutual_knn", k=10, n_boot=500)
+    assert res.first == pytest.approx(metrics.mutual_knn(a, close, k=10))
+    assert res.second == pytest.approx(metrics.mutual_knn(a, far, k=10))
+    assert res.excludes_zero and res.low > 0 and "CI" in str(res)
+    # paired replicates: the difference's spread is below the sum of the two separate spreads
+    ci1 = metrics.bootstrap_ci(a, close, k=10, n_boot=500)
+    ci2 = metrics.bootstrap_ci(a, far, k=10, n_boot=500)
+    assert np.allclose(res.samples, ci1.samples - ci2.samples)   # same seed: the same item draws
+
+
+def test_bootstrap_difference_two_metrics_one_pair():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(60, 5))
+    b = a + rng.normal(size=a.shape)
+    res = metrics.bootstrap_difference((a, b), (a, b), metric="cka", second_metric="unbiased_cka",
+                                       n_boot=50)
+    assert res.difference == pytest.approx(metrics.cka(a, b) - metrics.unbiased_cka(a, b))
+    assert res.method == "rows"
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(first=(np.eye(5),), second=(np.eye(5), np.eye(5))), "pair"),
+    (dict(first=(np.eye(5), np.eye(5)), second=(np.eye(6), np.eye(6))), "same items"),
+    (dict(first=(np.eye(5), np.eye(5)), second=(np.eye(5), np.eye(5)), n_boot=0), "n_boot"),
+    (dict(first=(np.eye(5), np.eye(5)), second=(np.eye(5), np.eye(5)), metric="linear_predictivity"),
+     "linear_predictivity"),
+])
+def test_bootstrap_difference_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        metrics.bootstrap_difference(**kwargs)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 __all__ = ["check_int", "check_float", "check_bool", "check_choice", "check_seed", "reject_unknown",
-           "to_tensor", "require_finite", "as_matrix", "as_pair", "check_k", "as_layers"]
+           "to_tensor", "require_finite", "as_matrix", "as_pair", "check_k", "as_layers", "as_array"]
 
 
 def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -226,3 +226,8 @@ def as_layers(layers, name: str = "layers_a") -> list[torch.Tensor]:
         raise ValueError(f"every layer of {name} must have the same number of rows, got {sorted(rows)}")
     device = mats[0].device
     return [m.to(device) for m in mats]
+
+
+def as_array(x, name: str = "a") -> np.ndarray:
+    """:func:`as_matrix` as a float64 NumPy array on the CPU (for code that works in NumPy)."""
+    return as_matrix(x, name).detach().cpu().double().numpy()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._checks import check_choice, check_float, check_int, check_seed
+from ._checks import check_float, check_int, check_seed
 
 # --------------------------------------------------------------------------------------------------
 # Named colours
@@ -740,96 +740,20 @@ def kabsch_umeyama(src, dst, reflection: bool = True, return_transform: bool = F
 # RSA with a shuffled-colour null
 # --------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class RSAResult:
-    """Rank correlation of two dissimilarity matrices with its shuffled-colour null.
+def rsa_test(d_a, d_b, method: str = "spearman", permutations: int = 1000, alpha: float = 0.05,
+             seed: int = 0):
+    """RSA between two ``n x n`` dissimilarity matrices over the same colours, with a Mantel null:
+    :func:`prhlib.metrics.rsa_test` (one implementation; the image side has no features, only PMI).
 
-    ``score``: the observed correlation of the upper triangles; ``null``: the correlations after
-    relabelling the colours of the second matrix at random (K permutations); ``threshold``: the
-    ``1 - alpha`` quantile of the null with the observed value included
-    (:func:`prhlib.metrics.permutation_threshold`, the exact rank rule every prhlib test uses);
-    ``p_value = (1 + #{null >= score}) / (K + 1)`` (:func:`prhlib.metrics.permutation_p_value`).
+    The score is Spearman's rho or Kendall's tau-b between the ``n(n-1)/2`` off-diagonal entries; the
+    null relabels the colours of ``d_b`` (rows and columns together); p-value and threshold follow
+    the exact rule of :func:`prhlib.metrics.permutation_p_value` / :func:`~prhlib.metrics.permutation_threshold`.
+    A rank correlation ignores any *increasing* transform of either matrix; a decreasing one (a
+    similarity such as ``exp(-0.001 dE^2)`` instead of the distance ``dE``) flips its sign.
     """
-
-    score: float
-    p_value: float
-    threshold: float
-    null: np.ndarray
-    method: str
-    n: int
-
-    @property
-    def null_mean(self) -> float:
-        return float(self.null.mean())
-
-
-def _check_test_options(permutations, alpha, seed) -> tuple[int, float, int]:
-    return (check_int(permutations, "permutations", minimum=1),
-            check_float(alpha, "alpha", 0.0, 1.0, low_inclusive=False, high_inclusive=False),
-            check_seed(seed, "seed"))
-
-
-def _permutation_summary(score: float, null: np.ndarray, alpha: float) -> tuple[float, float]:
-    """p-value and threshold by the one exact rule of :mod:`prhlib.metrics` (observed score pooled)."""
     from . import metrics
 
-    return (metrics.permutation_p_value(score, null),
-            metrics.permutation_threshold(null, alpha, observed=score))
-
-
-def _upper(d: np.ndarray) -> np.ndarray:
-    return d[np.triu_indices(d.shape[0], 1)]
-
-
-def rsa_test(d_a, d_b, method: str = "spearman", permutations: int = 1000, alpha: float = 0.05,
-             seed: int = 0) -> RSAResult:
-    """RSA between two ``n x n`` dissimilarity matrices over the same colours, with a Mantel null.
-
-    The score is Spearman's rho or Kendall's tau-b (scipy) between the ``n(n-1)/2`` off-diagonal
-    entries. The null relabels the colours of ``d_b``: one permutation ``pi`` of ``0..n-1`` reorders
-    rows and columns together (``d_b[pi][:, pi]``), which keeps ``d_b``'s own structure and breaks
-    only its correspondence with ``d_a``. Rank correlations ignore any monotone transform, so CIELAB
-    distance and Abdou et al.'s similarity ``exp(-0.001 dE^2)`` give the same score.
-
-    This works on dissimilarity matrices (the image side has no features, only PMI), which is why it
-    lives here; ``prhlib.metrics.rsa`` computes the same score from two feature matrices.
-    """
-    from scipy import stats
-
-    d_a, d_b = _check_dissimilarity(d_a), _check_dissimilarity(d_b)
-    if d_a.shape != d_b.shape:
-        raise ValueError(f"the two matrices cover different numbers of items: {d_a.shape} vs {d_b.shape}")
-    method = check_choice(method, "method", ("spearman", "kendall"))
-    permutations, alpha, seed = _check_test_options(permutations, alpha, seed)
-    n = d_a.shape[0]
-    a = _upper(d_a)
-    if np.ptp(a) == 0 or np.ptp(_upper(d_b)) == 0:
-        raise ValueError("a dissimilarity matrix is constant off the diagonal: rank correlation undefined")
-    rng = np.random.default_rng(seed)
-    perms = [rng.permutation(n) for _ in range(permutations)]
-    iu, ju = np.triu_indices(n, 1)
-    if method == "spearman":
-        # Relabelling the colours of d_b only permutes its upper-triangle entries, so their ranks, mean and
-        # norm never change: rank once, then each permutation is a gather and a dot product.
-        ra = stats.rankdata(a)
-        ra = (ra - ra.mean()) / np.linalg.norm(ra - ra.mean())
-        rb = np.zeros_like(d_b)
-        rb[iu, ju] = stats.rankdata(d_b[iu, ju])
-        rb = rb + rb.T
-        rb_mean = rb[iu, ju].mean()
-        rb_norm = np.linalg.norm(rb[iu, ju] - rb_mean)
-
-        def corrs(batch):  # batch: k x n permutations -> k correlations
-            return (rb[batch[:, iu], batch[:, ju]] - rb_mean) @ ra / rb_norm
-    else:
-        def corrs(batch):
-            return np.array([stats.kendalltau(a, d_b[p[iu], p[ju]]).statistic for p in batch])
-    score = float(corrs(np.arange(n)[None, :])[0])
-    perms = np.array(perms).reshape(permutations, n)
-    chunk = max(1, 2_000_000 // max(1, len(iu)))
-    null = np.concatenate([corrs(perms[s:s + chunk]) for s in range(0, permutations, chunk)]).astype(float)
-    p_value, threshold = _permutation_summary(score, null, alpha)
-    return RSAResult(score, p_value, threshold, null, method, n)
+    return metrics.rsa_test(d_a, d_b, method=method, permutations=permutations, alpha=alpha, seed=seed)
 
 
 @dataclass(frozen=True)

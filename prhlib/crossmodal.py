@@ -17,18 +17,17 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+import torch
+
 from . import metrics
-from .metrics import single_thread  # also public here: chapter 7 calls crossmodal.single_thread
+from ._checks import as_array as _matrix, check_int
+from ._threads import limited
+from .metrics.neighbours import nearest
 
 
 # ---------------------------------------------------------------------------------------------
 # validation
 # ---------------------------------------------------------------------------------------------
-def _matrix(x, name: str) -> np.ndarray:
-    """``x`` validated by :func:`prhlib.metrics.as_matrix` (2-D, at least 2 rows, finite), as float64 NumPy."""
-    return metrics.as_matrix(x, name).detach().cpu().double().numpy()
-
-
 def _same_rows(*arrays_and_names) -> int:
     rows = {name: len(a) for a, name in arrays_and_names}
     if len(set(rows.values())) != 1:
@@ -81,7 +80,7 @@ def alignment_grid(vision: Mapping[str, object], text: Mapping[str, object], met
 
 
 def calibrated_pairs(vision: Mapping[str, object], text: Mapping[str, object], **calibration):
-    """:func:`prhlib.metrics.calibrate_layers` of every (vision, text) model pair, each on one thread.
+    """:func:`prhlib.metrics.calibrate_layers` of every (vision, text) model pair.
 
     Parameters
     ----------
@@ -98,8 +97,7 @@ def calibrated_pairs(vision: Mapping[str, object], text: Mapping[str, object], *
     out = []
     for vname, va in vision.items():
         for tname, tb in text.items():
-            with single_thread():   # many small operations: one thread is faster
-                out.append((vname, tname, metrics.calibrate_layers(va, tb, **calibration)))
+            out.append((vname, tname, metrics.calibrate_layers(va, tb, **calibration)))
     return out
 
 
@@ -151,7 +149,7 @@ def probe_accuracy(feats, labels: Sequence, groups: Sequence | None = None, fold
         _same_rows((x, "feats"), (g, "groups"))
         cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         kw["groups"] = g
-    with warnings.catch_warnings(), single_thread():
+    with warnings.catch_warnings(), limited(1):
         # classes rarer than `folds` cannot appear in every fold: stratification is then approximate
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         scores = cross_val_score(clf, x, y, cv=cv, **kw)
@@ -169,14 +167,6 @@ def majority_rate(labels: Sequence) -> float:
 # ---------------------------------------------------------------------------------------------
 # fixed queries, growing gallery
 # ---------------------------------------------------------------------------------------------
-def _query_knn(x: np.ndarray, n_queries: int, k: int) -> np.ndarray:
-    """k nearest neighbours (dot product, self excluded) of the first ``n_queries`` rows among all rows."""
-    sims = x[:n_queries] @ x.T
-    sims[np.arange(n_queries), np.arange(n_queries)] = -np.inf
-    part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    return part
-
-
 def query_mutual_knn(a, b, n_queries: int, k: int) -> float:
     """Mutual k-NN averaged over the first ``n_queries`` rows only; neighbours are searched among all rows.
 
@@ -193,13 +183,11 @@ def query_mutual_knn(a, b, n_queries: int, k: int) -> float:
     """
     a, b = _matrix(a, "a"), _matrix(b, "b")
     n = _same_rows((a, "a"), (b, "b"))
-    if not 1 <= n_queries <= n:
-        raise ValueError(f"n_queries={n_queries} must be in [1, {n}]")
-    if not 1 <= k <= n - 1:
-        raise ValueError(f"k={k} must be in [1, n - 1 = {n - 1}]")
-    na, nb = _query_knn(a, n_queries, k), _query_knn(b, n_queries, k)
-    overlap = [len(np.intersect1d(na[i], nb[i], assume_unique=True)) for i in range(n_queries)]
-    return float(np.mean(overlap) / k)
+    n_queries = check_int(n_queries, "n_queries", minimum=1, maximum=n)
+    k = check_int(k, "k", minimum=1, maximum=n - 1)
+    na, nb = (nearest(torch.from_numpy(x), k, queries=n_queries) for x in (a, b))
+    overlap = (na[:, :, None] == nb[:, None, :]).sum(dim=(1, 2))    # |N_a(i) ∩ N_b(i)|, lists unique
+    return float(overlap.double().mean() / k)
 
 
 def _resolve_k(k, n: int) -> int:
@@ -248,7 +236,7 @@ def gallery_curve(a, b, n_queries: int, sizes: Sequence[int], ks: Sequence = (1,
                 k = _resolve_k(rule, size)
                 if k > size - 1:
                     raise ValueError(f"k={k} is too large for a gallery of {size}")
-                with single_thread():
+                with limited(1):
                     score = query_mutual_knn(a[idx], b[idx], n_queries, k)
                 rows.append({"size": size, "k": k, "k_rule": f"k = {rule}", "repeat": r, "score": score,
                              "chance": k / (size - 1)})
@@ -336,7 +324,7 @@ def retrieval(x, y, ids: Sequence, train_fraction: float = 0.5, seed: int = 0, s
     perm = rng.permutation(n)
     tr, te = np.sort(perm[:n_train]), np.sort(perm[n_train:])
     y_fit = y[tr][rng.permutation(n_train)] if shuffle_train else y[tr]
-    with single_thread():
+    with limited(1):
         model = RidgeCV(alphas=list(alphas)).fit(x[tr], y_fit)
         pred = _unit_rows(model.predict(x[te]), "predictions")
     sims = pred @ y[te].T

@@ -29,9 +29,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from . import metrics
+from ._checks import as_array as _as_2d, check_k
 from .crossmodal import calibrated_pairs
+from .metrics.neighbours import similarities
 
 #: Columns of :func:`prhlib.world.latent` (one object per scene) that each droppable attribute occupies.
 ATTRIBUTE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -40,11 +43,6 @@ ATTRIBUTE_COLUMNS: dict[str, tuple[str, ...]] = {
     "size": ("size",),
     "position": ("x", "y"),
 }
-
-
-def _as_2d(x, name: str) -> np.ndarray:
-    """``x`` validated by :func:`prhlib.metrics.as_matrix` (2-D, at least 2 rows, finite), as float64 NumPy."""
-    return metrics.as_matrix(x, name).detach().cpu().double().numpy()
 
 
 def _drop_tuple(drop) -> tuple[str, ...]:
@@ -144,9 +142,8 @@ def knn_membership(x, k: int = 10, tol: float = 1e-9) -> np.ndarray:
     """
     x = _as_2d(x, "x")
     n = x.shape[0]
-    k = metrics._check_k(k, n)
-    sims = x @ x.T
-    np.fill_diagonal(sims, -np.inf)
+    k = check_k(k, n)
+    sims = similarities(torch.from_numpy(x)).numpy()    # the dot products metrics.knn ranks, self at -inf
     kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1:k]          # the k-th largest similarity per row
     strict = sims > kth + tol
     tied = np.abs(sims - kth) <= tol

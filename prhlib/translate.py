@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.linalg import orthogonal_procrustes
 from scipy.optimize import linear_sum_assignment
 
 from . import metrics
+from ._checks import as_array, check_choice, check_float, check_int, check_k
+from ._threads import limited
 
 __all__ = [
     "standardise", "similarity_profile", "initial_matching", "fit_rotation", "match", "refine",
@@ -43,26 +44,12 @@ __all__ = [
 # ------------------------------------------------------------------------------------------------
 # validation
 # ------------------------------------------------------------------------------------------------
-def _as_array(x, name: str) -> np.ndarray:
-    """Validated n x d float64 array (metrics.as_matrix checks shape and NaN/inf)."""
-    return metrics.as_matrix(x, name).detach().cpu().double().numpy()
-
-
 def _check_pair(a, b) -> tuple[np.ndarray, np.ndarray]:
-    a, b = _as_array(a, "a"), _as_array(b, "b")
+    a, b = as_array(a, "a"), as_array(b, "b")
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"a and b must embed the same items: {a.shape[0]} vs {b.shape[0]} rows "
                          "(take the items both models embed, in any order)")
     return a, b
-
-
-def _check_int(value, name: str, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return int(value)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -83,8 +70,8 @@ def standardise(x, dim: int = 32) -> np.ndarray:
         Unit rows; the coordinates are principal-component scores (a rotation of the centred space
         restricted to its top ``dim`` directions).
     """
-    x = _as_array(x, "x")
-    dim = _check_int(dim, "dim", 1, min(x.shape[0] - 1, x.shape[1]))
+    x = as_array(x, "x")
+    dim = check_int(dim, "dim", 1, min(x.shape[0] - 1, x.shape[1]))
     x = x - x.mean(axis=0)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     if (norms == 0).any():
@@ -114,7 +101,7 @@ def similarity_profile(x, m: int = 50) -> np.ndarray:
         to any rotation of ``x``.
     """
     t = metrics.as_matrix(x, "x")
-    m = metrics._check_k(m, t.shape[0], "m")
+    m = check_k(m, t.shape[0], "m")
     nbrs = metrics.knn(t, m)                        # n x m, most similar first
     sims = (t[:, None, :] * t[nbrs]).sum(-1).double().numpy()
     sims = sims - sims.mean(axis=1, keepdims=True)
@@ -142,14 +129,13 @@ def initial_matching(profile_a, profile_b) -> np.ndarray:
 def fit_rotation(a, b) -> np.ndarray:
     """Orthogonal Procrustes: the d x d orthogonal W minimising ||a W - b||_F (rows already paired).
 
-    Uses :func:`scipy.linalg.orthogonal_procrustes` (W = U V^T from the SVD of a^T b);
-    :func:`prhlib.metrics.procrustes_similarity` is the score of the same fit, without W.
+    :func:`prhlib.metrics.procrustes_rotation` (W = U V^T from the SVD of the centred a^T b).
     """
     a, b = _check_pair(a, b)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"a and b must have the same width for a rotation, got {a.shape[1]} and "
                          f"{b.shape[1]} (standardise both to the same dim)")
-    return orthogonal_procrustes(a, b)[0]
+    return metrics.procrustes_rotation(a, b)
 
 
 def _match_mutual(sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -178,8 +164,7 @@ def match(mapped_a, b, method: str = "mutual") -> tuple[np.ndarray, np.ndarray]:
     -------
     src, tgt : int arrays of equal length: row ``src[j]`` of ``a`` is paired with row ``tgt[j]`` of ``b``.
     """
-    if method not in MATCHERS:
-        raise ValueError(f"unknown matching method {method!r}: choose from {tuple(MATCHERS)}")
+    method = check_choice(method, "method", MATCHERS)
     return MATCHERS[method](mapped_a @ b.T)
 
 
@@ -263,14 +248,12 @@ def translate(a, b, dim: int = 32, m: int = 50, restarts: int = 5, keep: float =
     n = a.shape[0]
     if n < 3:
         raise ValueError(f"need at least 3 items to translate, got {n}")
-    m = metrics._check_k(m, n, "m")
-    restarts = _check_int(restarts, "restarts", 1)
-    iterations = _check_int(iterations, "iterations", 1)
-    if not (isinstance(keep, (int, float)) and 0 < keep <= 1):
-        raise ValueError(f"keep must be in (0, 1], got {keep!r}")
-    if method not in MATCHERS:
-        raise ValueError(f"unknown matching method {method!r}: choose from {tuple(MATCHERS)}")
-    with metrics.single_thread():
+    m = check_k(m, n, "m")
+    restarts = check_int(restarts, "restarts", 1)
+    iterations = check_int(iterations, "iterations", 1)
+    keep = check_float(keep, "keep", 0, 1, low_inclusive=False)
+    method = check_choice(method, "method", MATCHERS)
+    with limited(1):
         za, zb = standardise(a, dim), standardise(b, dim)
         start = initial_matching(similarity_profile(za, m), similarity_profile(zb, m))
         rng = np.random.default_rng(seed)
@@ -297,7 +280,7 @@ def hide_pairing(b, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     shuffled : array (n, d_b)
     truth : int array (n,), row i of a belongs with row ``truth[i]`` of ``shuffled``
     """
-    b = _as_array(b, "b")
+    b = as_array(b, "b")
     order = np.random.default_rng(seed).permutation(b.shape[0])
     return b[order], np.argsort(order)
 
@@ -330,7 +313,7 @@ def retrieval_scores(mapped_a, b, truth, ks=(1, 10)) -> dict:
     sims = mapped_a @ b.T
     true = sims[np.arange(n), truth]
     rank = (sims > true[:, None]).sum(axis=1)       # how many rows of b beat the true partner
-    out = {f"top{k}": float((rank < _check_int(k, "k", 1, n)).mean()) for k in ks}
+    out = {f"top{k}": float((rank < check_int(k, "k", 1, n)).mean()) for k in ks}
     out["cosine"] = float(true.mean())
     return out
 
@@ -346,7 +329,7 @@ def permutation_null(mapped_a, b, truth, permutations: int = 200, ks=(1, 10), se
 
     mapped_a, b = _check_pair(mapped_a, b)
     _check_truth(truth, mapped_a.shape[0])
-    permutations = _check_int(permutations, "permutations", 1)
+    permutations = check_int(permutations, "permutations", 1)
     rng = np.random.default_rng(seed)
     rows = [retrieval_scores(mapped_a, b, rng.permutation(mapped_a.shape[0]), ks) for _ in range(permutations)]
     return pd.DataFrame(rows)

@@ -169,13 +169,16 @@ def test_last_layer():
         cm.last_layer(np.zeros((2, 3)))
 
 
-def test_single_thread_restores_the_thread_count():
+def test_thread_limit_restores_the_thread_count():
     import torch
 
+    from prhlib._threads import limited
+
+    assert not hasattr(cm, "single_thread")          # no thread policy in the public API
     before = torch.get_num_threads()
-    with cm.single_thread():
+    with limited(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
-    with pytest.raises(RuntimeError), cm.single_thread():
+    with pytest.raises(RuntimeError), limited(1):
         raise RuntimeError("boom")
     assert torch.get_num_threads() == before

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prhlib import metrics
+from prhlib.metrics import geometry, neighbours
 
 FAST = settings(max_examples=12, deadline=None, derandomize=True)  # reproducible examples
 
@@ -116,7 +117,7 @@ def test_chunked_neighbour_search_equals_dense(monkeypatch):
     dense = metrics.knn(a, 5)
     np.testing.assert_array_equal(metrics.knn(a, 5, chunk_rows=9).numpy(), dense.numpy())
     full = [metrics.measure(a, b, m, k=5) for m in ("mutual_knn", "cycle_knn")]
-    monkeypatch.setattr(metrics, "CHUNK_ELEMENTS", 300)   # blocks of 4 rows; sorted edge codes, no table
+    monkeypatch.setattr(neighbours, "CHUNK_ELEMENTS", 300)   # blocks of 4 rows; sorted edge codes, no table
     assert [metrics.measure(a, b, m, k=5) for m in ("mutual_knn", "cycle_knn")] == full
 
 
@@ -144,10 +145,10 @@ def test_vectorised_lcs_and_levenshtein_match_textbook_versions(k, seed):
     x = np.stack([rng.choice(12, size=k, replace=False) for _ in range(15)])
     y = np.stack([rng.choice(12, size=k, replace=False) for _ in range(15)])
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-    assert metrics._lcs_rows(tx, ty).tolist() == [lcs_py(a, b) for a, b in zip(x, y)]
-    assert metrics._levenshtein_rows(tx, ty).tolist() == [levenshtein_py(a, b) for a, b in zip(x, y)]
+    assert neighbours.lcs_lengths(tx, ty).tolist() == [lcs_py(a, b) for a, b in zip(x, y)]
+    assert neighbours.levenshtein_distances(tx, ty).tolist() == [levenshtein_py(a, b) for a, b in zip(x, y)]
     overlap = [len(set(a) & set(b)) for a, b in zip(x, y)]
-    assert metrics._overlap_rows(tx, ty).tolist() == overlap
+    assert neighbours.overlap_counts(tx, ty).tolist() == overlap
 
 
 def test_per_sample_scores_average_to_the_metric():
@@ -305,7 +306,7 @@ def test_ridge_penalty_is_chosen_by_exact_leave_one_out_error():
             keep = np.arange(30) != i
             errors.append(((Ridge(alpha=alpha).fit(a[keep], b[keep]).predict(a[i:i + 1]) - b[i]) ** 2).mean())
         loo.append(np.mean(errors))
-    _, _, chosen = metrics._ridge_fit_loo(torch.from_numpy(a), torch.from_numpy(b),
+    _, _, chosen = geometry.ridge_fit_loo(torch.from_numpy(a), torch.from_numpy(b),
                                           torch.tensor(alphas, dtype=torch.float64))
     assert chosen == alphas[int(np.argmin(loo))]
 
@@ -487,8 +488,8 @@ def test_side_by_side_neighbour_search_equals_one_at_a_time():
     # _knn_all runs the searches in parallel on one thread each; the lists must not depend on that
     rng = np.random.default_rng(3)
     xs = [torch.from_numpy(rng.standard_normal((300, d)).astype(np.float32)) for d in (5, 40, 64)]
-    parallel = metrics._knn_all(xs, 7)
+    parallel = neighbours.nearest_many(xs, 7)
     threads = torch.get_num_threads()
     for x, got in zip(xs, parallel):
-        assert torch.equal(got, metrics._knn(x, 7))
+        assert torch.equal(got, neighbours.nearest(x, 7))
     assert torch.get_num_threads() == threads   # the caller's thread setting is restored

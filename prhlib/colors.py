@@ -756,6 +756,20 @@ def rsa_test(d_a, d_b, method: str = "spearman", permutations: int = 1000, alpha
     return metrics.rsa_test(d_a, d_b, method=method, permutations=permutations, alpha=alpha, seed=seed)
 
 
+def _check_test_options(permutations, alpha, seed) -> tuple[int, float, int]:
+    return (check_int(permutations, "permutations", minimum=1),
+            check_float(alpha, "alpha", 0.0, 1.0, low_inclusive=False, high_inclusive=False),
+            check_seed(seed, "seed"))
+
+
+def _permutation_summary(score: float, null: np.ndarray, alpha: float) -> tuple[float, float]:
+    """p-value and threshold by the one exact rule of :mod:`prhlib.metrics` (observed score pooled)."""
+    from . import metrics
+
+    return (metrics.permutation_p_value(score, null),
+            metrics.permutation_threshold(null, alpha, observed=score))
+
+
 @dataclass(frozen=True)
 class SeparationResult:
     """Between-group over within-group mean dissimilarity, with a shuffled-label null.

@@ -493,3 +493,146 @@ def test_side_by_side_neighbour_search_equals_one_at_a_time():
     for x, got in zip(xs, parallel):
         assert torch.equal(got, neighbours.nearest(x, 7))
     assert torch.get_num_threads() == threads   # the caller's thread setting is restored
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 13/17/19: registry options, paper-era concatenation, padding, axioms
+# ------------------------------------------------------------------------------------------------
+def test_registry_is_the_one_metric_table():
+    assert metrics.METRICS == tuple(metrics.REGISTRY)
+    assert metrics.max_score("lcs_knn", k=7) == 7.0 and metrics.max_score("cka") == 1.0
+    assert {m for m, s in metrics.REGISTRY.items() if s.takes_k} == set(metrics.NEIGHBOUR_METRICS) | {"cknna"}
+
+
+@pytest.mark.parametrize("call", [
+    lambda a, b: metrics.calibrate(a, b, metric="cka", kernal="rbf", permutations=5),
+    lambda a, b: metrics.best_layer_pair(a[:, None], b[:, None], bogus_option=1),
+    lambda a, b: metrics.measure(a, b, metric="mutual_knn", kernel="rbf"),
+    lambda a, b: metrics.layer_scores(a[:, None], b[:, None], metric="svcca", method="kendall"),
+    lambda a, b: metrics.bootstrap_ci(a, b, metric="mutual_knn", n_boot=5, kernel="rbf"),
+])
+def test_unknown_options_raise(call):
+    a, b = shared_latent(n=40)
+    with pytest.raises(ValueError, match="unknown keyword"):
+        call(a, b)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda a, b: metrics.cka(a, b, kernel="rbf", sigma="median", median_scale=0), "median_scale"),
+    (lambda a, b: metrics.cka(a, b, kernel="rbf", sigma="median", median_scale=float("nan")), "median_scale"),
+    (lambda a, b: metrics.chance("cka", 100, d_a=float("nan")), "d_a"),
+    (lambda a, b: metrics.measure(np.array([["x"] * 3] * 5), b[:5]), "numbers"),
+    (lambda a, b: metrics.cka(a.astype(object), b), "object"),
+])
+def test_degenerate_options_raise(call, match):
+    a, b = shared_latent(n=40)
+    with pytest.raises(ValueError, match=match):
+        call(a, b)
+
+
+def test_numpy_float32_alpha_and_q_are_accepted():
+    a, b = shared_latent(n=40)
+    r32 = metrics.calibrate(a, b, k=5, permutations=19, alpha=np.float32(0.05))
+    r64 = metrics.calibrate(a, b, k=5, permutations=19, alpha=0.05)
+    assert r32.threshold == r64.threshold and r32.alpha == 0.05
+    layers = np.stack([a, a + 0.1], axis=1)
+    np.testing.assert_array_equal(metrics.prepare(layers, q=np.float32(0.95)), metrics.prepare(layers, q=0.95))
+
+
+def _official_case():
+    """The input generated for the official code (see OFFICIAL_4DD084E below)."""
+    g = torch.Generator().manual_seed(0)
+    n, d = 40, 6
+    z = torch.randn(n, 4, generator=g)
+    xa = torch.stack([z @ torch.randn(4, d, generator=g) + torch.randn(n, d, generator=g) * s
+                      for s in (2.0, 1.0, 0.5)], 1)
+    xb = torch.stack([z @ torch.randn(4, d, generator=g) + torch.randn(n, d, generator=g) * s
+                      for s in (0.3, 3.0)], 1)
+    return xa, xb
+
+
+#: platonic-rep at commit 4dd084e (paper era): metrics.remove_outliers(q=0.95, exact=True) of each tensor,
+#: then measure_alignment.compute_score(xa, xb, metric, topk=5), run outside this repository on the
+#: input of _official_case(). Layer index -1 is the concatenation of all layers.
+OFFICIAL_4DD084E = {
+    "mutual_knn": (0.32999998331069946, (2, 0)),
+    "cka": (0.5331732034683228, (-1, 0)),
+    "unbiased_cka": (0.48183774948120117, (-1, 0)),
+    "cycle_knn": (0.824999988079071, (1, -1)),
+}
+
+
+@pytest.mark.parametrize("metric", sorted(OFFICIAL_4DD084E))
+def test_include_concat_matches_the_paper_era_official_code(metric):
+    xa, xb = _official_case()
+    score, pair = metrics.best_layer_pair(xa, xb, metric=metric, k=5, include_concat=True)
+    want_score, want_pair = OFFICIAL_4DD084E[metric]
+    assert pair == want_pair
+    assert score == pytest.approx(want_score, abs=2e-6)        # the official code runs in float32
+    scores = metrics.layer_scores(xa, xb, metric=metric, k=5, include_concat=True)
+    assert scores.shape == (4, 3)
+    np.testing.assert_allclose(scores[1:, 1:], metrics.layer_scores(xa, xb, metric=metric, k=5))
+
+
+def test_calibrate_layers_include_concat_enlarges_the_max():
+    xa, xb = _official_case()
+    plain = metrics.calibrate_layers(xa, xb, metric="cka", permutations=19)
+    concat = metrics.calibrate_layers(xa, xb, metric="cka", permutations=19, include_concat=True)
+    assert concat.layers == (-1, 0) and concat.score == pytest.approx(OFFICIAL_4DD084E["cka"][0], abs=2e-6)
+    assert (concat.null >= plain.null - 1e-12).all()            # same permutations, a max over more candidates
+
+
+def test_svcca_works_on_zero_padded_layers():
+    rng = np.random.default_rng(0)
+    a, b = shared_latent(n=80, d_a=12, d_b=9)
+    padded = np.zeros((80, 2, 12))
+    padded[:, 0, :7] = a[:, :7]                                  # a narrower layer, zero-padded
+    padded[:, 1] = a
+    want = metrics.svcca(a[:, :7], b, dim=5)
+    assert metrics.svcca(padded[:, 0], b, dim=5) == pytest.approx(want, abs=1e-12)
+    score, pair = metrics.best_layer_pair(padded, b[:, None] + 0 * rng.normal(size=(80, 1, 9)),
+                                          metric="svcca", dim=5)
+    assert 0 < score <= 1 and pair[1] == 0
+    with pytest.raises(ValueError, match="zero-variance"):
+        metrics.svcca(np.c_[a, np.ones(80)], b, dim=5)          # a constant, non-zero column still raises
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000))
+def test_procrustes_distance_triangle_inequality(seed):
+    rng = np.random.default_rng(seed)
+    x, y, z = (rng.normal(size=(12, 4)) * rng.uniform(0.1, 3) for _ in range(3))
+    d = metrics.procrustes_distance
+    assert d(x, z) <= d(x, y) + d(y, z) + 1e-9
+    assert d(x, z, angular=True) <= d(x, y, angular=True) + d(y, z, angular=True) + 1e-9
+
+
+@pytest.mark.parametrize("metric", ["mutual_knn", "lcs_knn", "edit_distance_knn", "cka", "unbiased_cka",
+                                    "svcca", "rsa", "procrustes"])
+def test_symmetric_metrics_are_symmetric(metric):
+    a, b = shared_latent(n=60)
+    kw = {"dim": 3} if metric == "svcca" else {}
+    assert metrics.measure(a, b, metric, k=5, **kw) == pytest.approx(metrics.measure(b, a, metric, k=5, **kw),
+                                                                    abs=1e-12)
+
+
+def test_procrustes_rotation_maps_a_onto_b():
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(30, 4))
+    q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    rot = metrics.procrustes_rotation(a, a @ q)
+    np.testing.assert_allclose(rot, q, atol=1e-10)
+
+
+def test_rsa_from_distances_and_mantel_test_agree_with_features():
+    from scipy.spatial.distance import pdist, squareform
+
+    a, b = shared_latent(n=30)
+    da, db = squareform(pdist(a)), squareform(pdist(b))
+    assert metrics.rsa_from_distances(da, db) == pytest.approx(metrics.rsa(a, b), abs=1e-12)
+    res = metrics.rsa_test(da, db, permutations=99, seed=1)
+    assert res.score == pytest.approx(metrics.rsa(a, b), abs=1e-12)
+    assert res.p_value == metrics.permutation_p_value(res.score, res.null)
+    assert res.threshold == metrics.permutation_threshold(res.null, 0.05, observed=res.score)
+    kendall = metrics.rsa_test(da, db, method="kendall", permutations=9)
+    assert kendall.score == pytest.approx(metrics.rsa(a, b, method="kendall"), abs=1e-12)

@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _optional
+
+_optional.ensure(("colour", "skimage"), "colour")
+
 from ._checks import check_float, check_int, check_seed
 
 # --------------------------------------------------------------------------------------------------

@@ -22,7 +22,9 @@ Every loader returns ``(images, captions)``: a list of ``n`` RGB ``PIL.Image.Ima
 from __future__ import annotations
 
 import functools
+import io
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +93,50 @@ def to_rgb(image, background=(255, 255, 255)) -> Image.Image:
         canvas.alpha_composite(rgba)
         return canvas.convert("RGB")
     return image.convert("RGB")
+
+
+class EncodedImages(Sequence):
+    """A read-only list of images kept encoded (PNG/JPEG bytes), each decoded to RGB when accessed.
+
+    ``images[i]`` is an RGB ``PIL.Image.Image`` decoded on every access; ``images[a:b]`` is another
+    ``EncodedImages`` (nothing decoded). The encoders of :mod:`prhlib.models` decode one batch at a
+    time, so 1,024 WIT photographs cost their compressed size in memory, not their pixels.
+
+    Parameters
+    ----------
+    items : sequence of ``bytes``, of ``{"bytes": ..., "path": ...}`` dicts (Hugging Face ``datasets``
+        images read with ``decode=False``) or of already decoded images (kept as they are)
+    """
+
+    def __init__(self, items):
+        self._items = tuple(items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return EncodedImages(self._items[i])
+        return _decode(self._items[i])
+
+    def __repr__(self) -> str:
+        return f"EncodedImages(n={len(self)})"
+
+
+def _decode(item) -> Image.Image:
+    """One entry of :class:`EncodedImages` as an RGB PIL image."""
+    if isinstance(item, dict):
+        raw = item.get("bytes")
+        if raw is None and item.get("path"):
+            raw = Path(item["path"]).read_bytes()
+        if raw is None:
+            raise ValueError(f"an encoded image has neither bytes nor a path: {sorted(item)}")
+        item = raw
+    if isinstance(item, (bytes, bytearray)):
+        with Image.open(io.BytesIO(item)) as im:
+            im.load()
+            return to_rgb(im)
+    return to_rgb(item)
 
 
 def _subset_indices(total: int, n: int | None, seed: int) -> np.ndarray:
@@ -246,13 +292,17 @@ def _wit(idx_n: int | None, seed: int) -> tuple[list, list, list]:
     from datasets import load_dataset
 
     ds = load_dataset(WIT_REPO, revision=WIT_REVISION, split="train")
+    if hasattr(ds, "cast_column"):  # keep the photographs encoded: decoded per batch by the encoders
+        import datasets
+
+        ds = ds.cast_column("image", datasets.Image(decode=False))
     idx = _subset_indices(len(ds), idx_n, seed)
-    images, captions = [], []
+    encoded, captions = [], []
     for i in idx:
         row = ds[int(i)]
-        images.append(to_rgb(row["image"]))
+        encoded.append(row["image"])
         captions.append(str(row["text"][0]))
-    return images, captions, [None] * len(captions)
+    return EncodedImages(encoded), captions, [None] * len(captions)
 
 
 def _size(name: str) -> int:
@@ -352,7 +402,8 @@ def load_pairs(name: str, n: int | None = None, seed: int = 0) -> tuple[list[Ima
 
     Returns
     -------
-    images : list of n PIL.Image.Image (RGB)
+    images : list of n PIL.Image.Image (RGB); for ``wit_1024`` an :class:`EncodedImages` (a read-only
+        sequence that decodes each photograph when accessed)
     captions : list of n str
 
     Raises

@@ -28,7 +28,11 @@ from typing import Sequence
 
 import numpy as np
 
-from . import __version__, config, models
+from . import _optional
+
+_optional.ensure("safetensors", "models")
+
+from . import __version__, config, models  # noqa: E402
 from ._io import TMP_GLOB, atomic_write
 
 #: Bumped when the feature layout or pooling changes (invalidates every cache file).

@@ -6,7 +6,11 @@ chapter. Every function takes an optional ``ax`` and returns it.
 
 from __future__ import annotations
 
-import matplotlib as mpl
+from . import _optional
+
+_optional.ensure(("matplotlib", "seaborn"), "plots")
+
+import matplotlib as mpl  # noqa: E402
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns

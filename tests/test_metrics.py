@@ -568,7 +568,7 @@ def test_include_concat_matches_the_paper_era_official_code(metric):
     score, pair = metrics.best_layer_pair(xa, xb, metric=metric, k=5, include_concat=True)
     want_score, want_pair = OFFICIAL_4DD084E[metric]
     assert pair == want_pair
-    assert score == pytest.approx(want_score, abs=2e-6)        # the official code runs in float32
+    assert score == pytest.approx(want_score, abs=1e-5)   # the official code runs in float32, prhlib in float64
     scores = metrics.layer_scores(xa, xb, metric=metric, k=5, include_concat=True)
     assert scores.shape == (4, 3)
     np.testing.assert_allclose(scores[1:, 1:], metrics.layer_scores(xa, xb, metric=metric, k=5))

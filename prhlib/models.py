@@ -46,7 +46,7 @@ import numpy as np
 
 from . import config
 from ._threads import limited
-from .data import to_rgb
+from .data import EncodedImages, to_rgb
 
 #: Seed of every randomly initialised control model (independent of the chapter's seed).
 RANDOM_INIT_SEED = 0
@@ -114,6 +114,10 @@ def _check_texts(texts) -> list[str]:
 
 
 def _check_images(images) -> list:
+    if isinstance(images, EncodedImages):  # decoded lazily, one batch at a time
+        if not len(images):
+            raise ValueError("expected at least one image, got an empty list")
+        return images
     if isinstance(images, np.ndarray):
         if images.ndim != 4 or images.shape[-1] not in (3, 4):
             raise ValueError(f"an image array must be n x H x W x 3 (uint8), got shape {images.shape}")
@@ -513,26 +517,93 @@ class ColorHistogram(Encoder):
 # =============================================================================================
 # text encoders
 # =============================================================================================
+#: Truncation (tokens) of bidirectional text encoders; causal LMs are never truncated (official code).
+ENCODER_MAX_LENGTH = 256
+#: Captions per forward pass of a causal LM (the official code uses 4; padding is masked either way).
+CAUSAL_BATCH_SIZE = 8
+#: Token positions whose output-layer logits :meth:`HFText.caption_bits` holds at once: 256 rows of
+#: BLOOM's 250,880-word vocabulary are 257 MB of float32, where a whole batch (64 x 256) would be 16 GB.
+LOGIT_CHUNK = 256
+#: How :meth:`HFText.bits_per_byte` averages: the official mean of per-caption ratios, or pooled bytes.
+BPB_AVERAGES = ("caption", "byte")
+#: Weight quantisation of :meth:`HFText.from_pretrained` (bitsandbytes, GPU only); ``None``: bf16.
+QUANTIZATIONS = (None, "int8", "nf4")
+
+
+def lm_load_kwargs(device: str, quantize: str | None = None) -> dict:
+    """Keyword arguments of ``from_pretrained`` for a causal LM, as the official ``load_llm``.
+
+    On a GPU: ``device_map="auto"`` (layers spread over GPU, then CPU memory), ``low_cpu_mem_usage``
+    (weights streamed, never twice in RAM) and bfloat16 where the GPU's compute capability is at least
+    7 (float32 below). ``quantize="nf4"`` is the official ``--qlora`` setting (4-bit NF4 weights, double
+    quantisation, bf16 compute); ``"int8"`` is 8-bit weights. Quantised weights move the scores
+    slightly (the official code warns so). On a CPU: no options (float32).
+
+    Raises
+    ------
+    ValueError
+        an unknown ``quantize``; quantisation without a GPU or without ``bitsandbytes``.
+    """
+    import torch
+
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+    if device != "cuda":
+        if quantize is not None:
+            raise ValueError(f"quantize={quantize!r} needs a CUDA GPU (bitsandbytes); use quantize=None on a CPU")
+        return {}
+    from packaging.version import Version
+    import transformers
+
+    key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    bf16 = torch.cuda.get_device_capability()[0] >= 7
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    kw = {"device_map": "auto", "low_cpu_mem_usage": True, key: dtype}
+    if quantize is not None:
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ValueError(f"quantize={quantize!r} needs bitsandbytes: pip install bitsandbytes")
+        from transformers import BitsAndBytesConfig
+
+        kw["quantization_config"] = (
+            BitsAndBytesConfig(load_in_8bit=True) if quantize == "int8" else
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=dtype))
+    return kw
+
+
 class HFText(Encoder):
     """A Hugging Face transformer over text: mean over non-padding tokens of every hidden state.
+
+    Features come from the transformer body (``model.base_model``), never from the output layer:
+    a causal LM's full-vocabulary logits are computed only by :meth:`caption_bits`, a few hundred
+    token positions at a time.
 
     Parameters
     ----------
     model : a transformers model returning ``hidden_states`` (``AutoModel`` or ``AutoModelForCausalLM``)
     tokenizer : its tokenizer
     causal : left-pad (causal LMs) instead of right-pad (bidirectional encoders)
-    max_length : truncation length in tokens
+    max_length : int, None or "auto"
+        Truncation length in tokens; ``None``: no truncation; ``"auto"``: none for causal LMs (as the
+        official code), :data:`ENCODER_MAX_LENGTH` for bidirectional encoders.
     """
 
     modality = "text"
     pooling = "mean"
     default_batch_size = 64
 
-    def __init__(self, name: str, model, tokenizer, causal: bool = False, max_length: int = 256,
+    def __init__(self, name: str, model, tokenizer, causal: bool = False, max_length: int | str | None = "auto",
                  cache_id: str | None = None, info: dict | None = None):
         model.eval()
         self.causal = bool(causal)
-        self.max_length = int(max_length)
+        if max_length == "auto":
+            max_length = None if self.causal else ENCODER_MAX_LENGTH
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
+                                       or max_length < 2):
+            raise ValueError(f"max_length must be an integer >= 2, None or 'auto', got {max_length!r}")
+        self.max_length = max_length
+        if self.causal:
+            self.default_batch_size = CAUSAL_BATCH_SIZE
         self.tokenizer = tokenizer
         tokenizer.padding_side = "left" if self.causal else "right"
         if tokenizer.pad_token is None:
@@ -548,34 +619,45 @@ class HFText(Encoder):
 
     @classmethod
     def from_pretrained(cls, name: str, path: str, causal: bool = False, cache_id: str | None = None,
-                        info: dict | None = None, **kwargs) -> "HFText":
-        """Load a model and tokenizer from a folder or a hub id (bf16 on GPU for causal LMs)."""
-        import torch
+                        info: dict | None = None, quantize: str | None = None, **kwargs) -> "HFText":
+        """Load a model and tokenizer from a folder or a hub id.
+
+        Causal LMs load with :func:`lm_load_kwargs` (on a GPU: ``device_map="auto"``, streamed weights,
+        bf16, optional ``quantize``); other models load in float32 on :func:`prhlib.config.device`.
+        """
         from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
         _quiet_transformers()
-        kw = dict(kwargs)
-        if causal and config.device() == "cuda":
-            import transformers
-            from packaging.version import Version
-
-            key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-            kw.setdefault(key, torch.bfloat16)
+        device = config.device()
+        if not causal and quantize is not None:
+            raise ValueError("quantize applies to causal language models only")
+        kw = {**(lm_load_kwargs(device, quantize) if causal else {}), **kwargs}
         with _quiet():
             tok = AutoTokenizer.from_pretrained(path)
             model = (AutoModelForCausalLM if causal else AutoModel).from_pretrained(path, **kw)
-        model.to(config.device())
-        return cls(name, model, tok, causal=causal, cache_id=cache_id, info=info)
+        if "device_map" not in kw:
+            model.to(device)
+        extra = {"quantize": quantize} if quantize else {}
+        return cls(name, model, tok, causal=causal, cache_id=cache_id, info={**(info or {}), **extra})
+
+    @property
+    def body(self):
+        """The transformer without its output layer (``base_model`` of a ``...ForCausalLM``)."""
+        body = getattr(self.module, "base_model", None)
+        return self.module if body is None else body
 
     def tokenize(self, texts: list[str]) -> dict:
         """Padded token ids and attention mask (left padding for causal LMs), on the model's device.
 
-        For causal LMs that take ``position_ids``, positions count real tokens only
-        (``cumsum(mask) - 1``), so a left-padded text sees the same positions as when it is alone.
+        No truncation unless ``max_length`` is set. For causal LMs whose body takes ``position_ids``,
+        positions count real tokens only (``cumsum(mask) - 1``), so a left-padded text sees the same
+        positions as when it is alone.
         """
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
-        out = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        trunc = {} if self.max_length is None else {"truncation": True, "max_length": self.max_length}
+        enc = self.tokenizer(list(texts), padding=True, return_tensors="pt", **trunc)
+        # causal LMs get ids and mask only, as in the official code (token types would add embeddings)
+        keys = ("input_ids", "attention_mask") if self.causal else ("input_ids", "attention_mask", "token_type_ids")
+        out = {k: v.to(self.device) for k, v in enc.items() if k in keys}
         if self.causal and self._takes_position_ids:
             out["position_ids"] = (out["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
         return out
@@ -584,34 +666,103 @@ class HFText(Encoder):
     def _takes_position_ids(self) -> bool:
         import inspect
 
-        return "position_ids" in inspect.signature(self.module.forward).parameters
+        return "position_ids" in inspect.signature(self.body.forward).parameters
+
+    def _run_body(self, enc: dict, hidden_states: bool):
+        kw = {"output_hidden_states": hidden_states, "return_dict": True}
+        if self.causal:
+            kw["use_cache"] = False  # no key/value cache: it would double the memory of a forward pass
+        return self.body(**enc, **kw)
 
     def _embed_batch(self, batch):
         enc = self.tokenize(batch)
-        out = self.module(**enc, output_hidden_states=True)
+        out = self._run_body(enc, hidden_states=True)
         return [_to_numpy(masked_mean(h, enc["attention_mask"])) for h in out.hidden_states]
 
-    def bits_per_byte(self, texts: Sequence[str], batch_size: int = 16) -> float:
-        """Language-modelling loss in bits per UTF-8 byte on ``texts`` (causal LMs only).
+    def _check_head(self, enc: dict) -> None:
+        """Once per encoder: the model's logits must be its output layer applied to the body's last
+        hidden state (true of BLOOM, LLaMA, GPT-2; not of models that rescale or soft-cap logits)."""
+        import torch
 
-        Sum over texts of the negative log-likelihood (nats) of every predicted token, divided by
-        ``ln 2`` times the total number of bytes. The first token of a text is not predicted.
+        if getattr(self, "_head_ok", False):
+            return
+        one = {k: v[:1] for k, v in enc.items()}
+        full = self.module(**one, use_cache=False, return_dict=True).logits.float()
+        hidden = self._run_body(one, hidden_states=False).last_hidden_state
+        head = self.module.get_output_embeddings()
+        mine = head(hidden.to(head.weight.device)).float()
+        if full.shape != mine.shape or not torch.allclose(full, mine.to(full.device), rtol=1e-3, atol=1e-3):
+            raise ValueError(f"{self.name}: the model's logits are not its output layer applied to the last hidden "
+                             "state (e.g. soft-capped), so bits per byte cannot be computed in chunks")
+        self._head_ok = True
+
+    def caption_bits(self, texts: Sequence[str], batch_size: int | None = None,
+                     chunk: int = LOGIT_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+        """Negative log2-likelihood of each text and its length in UTF-8 bytes (causal LMs only).
+
+        Every token but the first is predicted from the tokens before it (a BOS token, where the
+        tokenizer adds one, makes the first real token predicted too). The output layer is applied to
+        at most ``chunk`` token positions at a time, in float32.
+
+        Parameters
+        ----------
+        texts : list of n non-empty str
+        batch_size : captions per forward pass (default :data:`CAUSAL_BATCH_SIZE`)
+        chunk : token positions per output-layer call
+
+        Returns
+        -------
+        bits : np.ndarray, n (float64)
+        nbytes : np.ndarray, n (int64)
         """
         import torch
 
         if not self.causal:
             raise ValueError(f"{self.name} is not a causal language model: bits per byte is undefined")
         texts = _check_texts(texts)
-        nll, nbytes = 0.0, sum(len(t.encode("utf-8")) for t in texts)
+        nbytes = np.array([len(t.encode("utf-8")) for t in texts], dtype=np.int64)
+        if (nbytes == 0).any():
+            raise ValueError(f"texts {np.flatnonzero(nbytes == 0)[:10].tolist()} are empty: bits per byte is undefined")
+        batch_size = int(batch_size or self.default_batch_size)
+        if batch_size < 1 or isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"batch_size and chunk must be positive integers, got {batch_size!r} and {chunk!r}")
+        head = self.module.get_output_embeddings()
+        if head is None:
+            raise ValueError(f"{self.name} has no output layer (load it with AutoModelForCausalLM)")
+        bits = []
         with _no_grad():
             for s in range(0, len(texts), batch_size):
                 enc = self.tokenize(texts[s : s + batch_size])
-                logits = self.module(**enc).logits.float()
-                target = enc["input_ids"][:, 1:]
-                mask = (enc["attention_mask"][:, 1:] * enc["attention_mask"][:, :-1]).float()
-                logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
-                nll -= float((logp * mask).sum())
-        return nll / (math.log(2) * nbytes)
+                self._check_head(enc)
+                hidden = self._run_body(enc, hidden_states=False).last_hidden_state
+                mask = enc["attention_mask"].bool()
+                rows, cols = (mask[:, 1:] & mask[:, :-1]).nonzero(as_tuple=True)  # position t predicts t + 1
+                states = hidden[rows.to(hidden.device), cols.to(hidden.device)]
+                targets = enc["input_ids"][rows, cols + 1]
+                nats = torch.zeros(hidden.shape[0], dtype=torch.float64)
+                for c in range(0, len(rows), chunk):
+                    logits = head(states[c : c + chunk].to(head.weight.device)).float()
+                    tgt = targets[c : c + chunk].to(logits.device)
+                    nll = torch.logsumexp(logits, dim=-1) - logits.gather(-1, tgt[:, None]).squeeze(-1)
+                    nats.index_add_(0, rows[c : c + chunk].cpu(), nll.double().cpu())
+                bits.append(nats.numpy() / math.log(2))
+        return np.concatenate(bits), nbytes
+
+    def bits_per_byte(self, texts: Sequence[str], batch_size: int | None = None, average: str = "caption",
+                      chunk: int = LOGIT_CHUNK) -> float:
+        r"""Language-modelling loss in bits per UTF-8 byte on ``texts`` (causal LMs only).
+
+        ``average="caption"`` (default, the official definition of Huh et al.'s x-axis): the mean over
+        texts of each text's bits divided by its bytes, :math:`\frac1n\sum_i b_i / B_i`.
+        ``average="byte"``: total bits over total bytes, :math:`\sum_i b_i / \sum_i B_i` (long texts
+        weigh more). Bits per text come from :meth:`caption_bits`.
+        """
+        if average not in BPB_AVERAGES:
+            raise ValueError(f"average must be one of {BPB_AVERAGES}, got {average!r}")
+        bits, nbytes = self.caption_bits(texts, batch_size=batch_size, chunk=chunk)
+        if average == "caption":
+            return float(np.mean(bits / nbytes))
+        return float(bits.sum() / nbytes.sum())
 
 
 class OnnxMiniLM(Encoder):
@@ -843,6 +994,9 @@ PAPER_LMS = (
     "openlm-research/open_llama_13b", "huggyllama/llama-7b", "huggyllama/llama-13b", "huggyllama/llama-30b",
     "huggyllama/llama-65b",
 )
+#: The paper's LMs too large for a free Colab T4 in bf16 that fit in 4-bit: also registered as ``<name>-nf4``.
+QUANTIZED_LMS = ("bigscience/bloomz-7b1", "openlm-research/open_llama_7b", "openlm-research/open_llama_13b",
+                 "huggyllama/llama-7b", "huggyllama/llama-13b")
 #: The paper's two language models of the colour figure (App. D): registry name -> Hugging Face id.
 PAPER_COLOR_LMS = {
     "simcse_roberta_large": "princeton-nlp/sup-simcse-roberta-large",
@@ -933,8 +1087,9 @@ def _load_timm_vit(spec: ModelSpec) -> TimmViT:
     return TimmViT(spec.name, spec.cache_id, pretrained=True, cache_id=spec.cache_id, info=dict(spec.info))
 
 
-def _load_hf_text(spec: ModelSpec, repo: str, causal: bool) -> HFText:
-    return HFText.from_pretrained(spec.name, repo, causal=causal, cache_id=spec.cache_id, info=dict(spec.info))
+def _load_hf_text(spec: ModelSpec, repo: str, causal: bool, quantize: str | None = None) -> HFText:
+    return HFText.from_pretrained(spec.name, repo, causal=causal, cache_id=spec.cache_id, info=dict(spec.info),
+                                  quantize=quantize)
 
 
 def _load_open_clip(spec: ModelSpec, cls, arch: str, tag: str) -> Encoder:
@@ -970,9 +1125,15 @@ def _small_specs() -> list[ModelSpec]:
 
 
 def _full_specs() -> list[ModelSpec]:
-    def hf(repo: str, name: str, causal: bool) -> ModelSpec:
-        return _spec(name, "text", "mean", repo, functools.partial(_load_hf_text, repo=repo, causal=causal),
-                     {"source": f"Hugging Face {repo}"}, "full")
+    def hf(repo: str, name: str, causal: bool, quantize: str | None = None) -> ModelSpec:
+        # causal LMs read whole captions (no truncation, as the official code): the cache id names the recipe
+        cache_id = f"{repo}-untruncated" if causal else repo
+        source = f"Hugging Face {repo}" + (f", {quantize} weights (bitsandbytes)" if quantize else "")
+        if quantize:
+            name, cache_id = f"{name}-{quantize}", f"{cache_id}-{quantize}"
+        return _spec(name, "text", "mean", cache_id,
+                     functools.partial(_load_hf_text, repo=repo, causal=causal, quantize=quantize),
+                     {"source": source}, "full")
 
     def tower(arch: str, tag: str, modality: str) -> ModelSpec:
         name = f"openclip_{arch}_{tag}_{modality}"
@@ -983,6 +1144,7 @@ def _full_specs() -> list[ModelSpec]:
     vits = [_spec(arch, "image", "cls", arch, _load_timm_vit, {"source": f"timm {arch}"}, "full")
             for arch in PAPER_VITS]
     lms = [hf(repo, repo.split("/")[-1], causal=True) for repo in PAPER_LMS]
+    lms += [hf(repo, repo.split("/")[-1], causal=True, quantize="nf4") for repo in QUANTIZED_LMS]
     clips = [tower(arch, tag, modality) for arch, tag in OPEN_CLIP_MODELS for modality in ("image", "text")]
     sentence = [hf(repo, repo.split("/")[-1], causal=False) for repo in SENTENCE_ENCODERS]
     color_lms = [hf(repo, name, causal=False) for name, repo in PAPER_COLOR_LMS.items()]

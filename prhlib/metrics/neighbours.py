@@ -266,11 +266,7 @@ def cycle_knn(a, b, k: int = 10) -> float:
     Go from i to its k nearest neighbours in ``b``, then to each of their k nearest neighbours in
     ``a``: the score is the fraction of samples that come back to themselves. Not symmetric.
 
-    Parameters
-    ----------
-    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
-    k : int
-        1 <= k <= n - 1.
+    Parameters are those of :func:`mutual_knn`.
 
     Returns
     -------
@@ -285,11 +281,7 @@ def lcs_knn(a, b, k: int = 10) -> float:
 
     As in the official code the length is *not* divided by k, so the score lies in [0, k].
 
-    Parameters
-    ----------
-    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
-    k : int
-        1 <= k <= n - 1.
+    Parameters are those of :func:`mutual_knn`.
 
     Returns
     -------
@@ -302,11 +294,7 @@ def lcs_knn(a, b, k: int = 10) -> float:
 def edit_distance_knn(a, b, k: int = 10) -> float:
     """One minus the mean Levenshtein distance between the ordered neighbour lists, divided by k.
 
-    Parameters
-    ----------
-    a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
-    k : int
-        1 <= k <= n - 1.
+    Parameters are those of :func:`mutual_knn`.
 
     Returns
     -------

@@ -187,17 +187,9 @@ def best_layer_pair(layers_a, layers_b, metric: str = "mutual_knn", k: int | Non
 
     Parameters
     ----------
-    layers_a, layers_b : n x L x d arrays/tensors or lists of n x d_l layers
-    metric : str
-        One of :data:`METRICS`.
-    k : int or None
-    q : float or None
-        ``None`` skips :func:`prepare`.
-    include_concat : bool
-        Also try all layers concatenated (index -1), the paper-era protocol (see :func:`layer_scores`).
-        Off by default, as in the official code's current version.
-    **options
-        The metric's options.
+    layers_a, layers_b, metric, k, q, include_concat, **options
+        As in :func:`layer_scores`. ``include_concat=True`` also tries all layers concatenated
+        (index -1), the paper-era protocol; off by default, as in the official code's current version.
 
     Returns
     -------

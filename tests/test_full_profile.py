@@ -128,6 +128,7 @@ def test_features_come_from_the_body_without_the_output_layer(kind):
     assert enc.default_batch_size == models.CAUSAL_BATCH_SIZE
 
 
+@pytest.mark.slow
 def test_causal_lms_read_whole_captions_encoders_truncate():
     model, tok = tiny_lm("gpt2")
     enc = models.HFText("tiny-gpt2", model, tok, causal=True)

@@ -8,9 +8,12 @@ r"""Measurements behind the critiques of chapter 7: what the hypothesis does not
     Probability that one sample is among another's k nearest neighbours, ties broken at random.
 :func:`expected_mutual_knn`
     Mutual k-NN with ties broken at random, in expectation (representations with repeated rows).
-:func:`ceiling`
-    Mutual k-NN between what one modality can see and what the other can see: an upper bound on
-    cross-modal alignment under information asymmetry.
+:func:`reference_observer` (alias :func:`ceiling`)
+    Mutual k-NN between two reference observers that see different attributes of the hidden scene: a
+    yardstick for cross-modal alignment under information asymmetry, not an upper bound.
+:func:`scene_neighbour_sets`, :func:`grouped_mutual_knn`
+    Mutual k-NN when each scene has several captions and neighbours are counted over scenes
+    (many-to-many pairing).
 :func:`calibrated_grid`
     Raw and maxT-calibrated best-layer scores of every (vision, text) model pair for several metrics.
 :func:`competence_trend`
@@ -177,15 +180,19 @@ def expected_mutual_knn(a, b, k: int = 10, tol: float = 1e-9) -> float:
     return float((pa * pb).sum() / (a.shape[0] * k))
 
 
-def ceiling(z, drop_a: Sequence[str] = (), drop_b: Sequence[str] = (), k: int = 10,
-            names: Sequence[str] | None = None) -> float:
-    """Mutual k-NN between two *ideal* observers of one hidden scene that see different attributes.
+def reference_observer(z, drop_a: Sequence[str] = (), drop_b: Sequence[str] = (), k: int = 10,
+                       names: Sequence[str] | None = None) -> float:
+    """Mutual k-NN between two *reference* observers of one hidden scene that see different attributes.
 
     Observer A sees ``visible_latent(z, drop_a)``, observer B ``visible_latent(z, drop_b)``; both are
-    perfect (no noise, no nuisance). Samples an observer cannot tell apart are tied, and it picks among
-    them at random (:func:`expected_mutual_knn`): without the missing attributes no model can do better
-    on average. The result bounds, in expectation, what models of the two modalities can reach on these
-    scenes with this metric.
+    noiseless and compare scenes by the cosine of their centred attributes (:func:`scene_features`), the
+    protocol's own notion of a neighbour. Samples an observer cannot tell apart are tied, and it picks
+    among them at random (:func:`expected_mutual_knn`).
+
+    This is the score of one observer, **not an upper bound**: another function of the same visible
+    attributes can score higher (random Fourier features of a visible 2-D position beat it, because the
+    cosine around the centre sees only the direction of a position). Only where the visible attributes
+    leave nothing but ties (e.g. shape alone) can no observer do better on average.
 
     Parameters
     ----------
@@ -205,6 +212,87 @@ def ceiling(z, drop_a: Sequence[str] = (), drop_b: Sequence[str] = (), k: int = 
     a = scene_features(visible_latent(z, drop_a, names))
     b = scene_features(visible_latent(z, drop_b, names))
     return expected_mutual_knn(a, b, k=k)
+
+
+#: Backward-compatible name of :func:`reference_observer` (it was wrongly called a bound).
+ceiling = reference_observer
+
+
+def _check_owner(owner, rows: int, n_scenes) -> tuple[np.ndarray, int]:
+    owner = np.asarray(owner)
+    if owner.ndim != 1 or owner.size != rows or not np.issubdtype(owner.dtype, np.integer):
+        raise ValueError(f"owner must be a 1-D integer array with one scene id per row ({rows}), "
+                         f"got shape {owner.shape} and dtype {owner.dtype}")
+    n_scenes = int(n_scenes)
+    if owner.size and (owner.min() < 0 or owner.max() >= n_scenes):
+        raise ValueError(f"owner ids must lie in [0, {n_scenes}), got {owner.min()}..{owner.max()}")
+    if np.bincount(owner, minlength=n_scenes).min() == 0:
+        raise ValueError("every scene must own at least one row: drop scenes without captions first")
+    return owner, n_scenes
+
+
+def scene_neighbour_sets(x, owner, n_scenes: int, k: int = 10) -> np.ndarray:
+    """The ``k`` scenes owning the rows most similar to each row of ``x`` (its own scene excluded).
+
+    A scene's similarity to a query row is that of its most similar row (dot product). With one row per
+    scene (``owner = arange(n)``) these are the usual k-NN lists.
+
+    Parameters
+    ----------
+    x : array-like, shape (m, d)
+        One row per item (a caption), used as given (unit rows: cosine).
+    owner : array-like of int, shape (m,)
+        The scene of each row, in ``[0, n_scenes)``; every scene owns at least one row.
+    n_scenes : int
+    k : int
+        Between 1 and ``n_scenes - 1``.
+
+    Returns
+    -------
+    numpy.ndarray, shape (m, k)
+        Scene ids (unordered within a row).
+    """
+    x = _as_2d(x, "x")
+    owner, n_scenes = _check_owner(owner, x.shape[0], n_scenes)
+    k = check_k(k, n_scenes)
+    sims = x @ x.T
+    order = np.argsort(owner, kind="stable")
+    starts = np.searchsorted(owner[order], np.arange(n_scenes))
+    by_scene = np.maximum.reduceat(sims[:, order], starts, axis=1)
+    by_scene[np.arange(x.shape[0]), owner] = -np.inf
+    return np.argpartition(-by_scene, k - 1, axis=1)[:, :k]
+
+
+def grouped_mutual_knn(scene_sets, item_sets, owner) -> np.ndarray:
+    """Mutual k-NN per scene when each scene has several items (many-to-many pairing).
+
+    For each item (query), the overlap of its neighbour scenes ``item_sets`` with its scene's neighbour
+    scenes ``scene_sets``, divided by k; a scene's score is the mean over its items. With one item per
+    scene this is :func:`prhlib.metrics.per_sample_scores` of mutual k-NN.
+
+    Parameters
+    ----------
+    scene_sets : array-like of int, shape (n, k)
+        k neighbour scenes of each scene (e.g. :func:`scene_neighbour_sets` with ``owner = arange(n)``).
+    item_sets : array-like of int, shape (m, k)
+        k neighbour scenes of each item (:func:`scene_neighbour_sets`).
+    owner : array-like of int, shape (m,)
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,)
+        Per-scene scores in [0, 1]; their mean is the score, chance k/(n-1).
+    """
+    scene_sets, item_sets = np.asarray(scene_sets), np.asarray(item_sets)
+    if scene_sets.ndim != 2 or item_sets.ndim != 2 or scene_sets.shape[1] != item_sets.shape[1]:
+        raise ValueError(f"scene_sets (n, k) and item_sets (m, k) need the same k, got {scene_sets.shape} "
+                         f"and {item_sets.shape}")
+    n, k = scene_sets.shape
+    owner, _ = _check_owner(owner, item_sets.shape[0], n)
+    member = np.zeros((n, n), bool)
+    member[np.arange(n)[:, None], scene_sets] = True
+    hits = member[owner[:, None], item_sets].sum(axis=1) / k
+    return np.bincount(owner, hits, n) / np.bincount(owner, minlength=n)
 
 
 def calibrated_grid(vision: Mapping[str, object], text: Mapping[str, object],

@@ -44,7 +44,11 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from . import config
+from . import _optional
+
+_optional.ensure(("PIL", "timm", "transformers", "onnxruntime", "safetensors"), "models")
+
+from . import config  # noqa: E402
 from ._threads import limited
 from .data import EncodedImages, to_rgb
 

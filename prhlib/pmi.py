@@ -31,10 +31,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -44,19 +41,7 @@ from torch import nn
 
 from . import __version__, config as _config, zoo
 
-try:  # one atomic writer for the package (prhlib/_io.py); a local twin until it exists
-    from ._io import atomic_write as _atomic_write
-except ImportError:  # pragma: no cover - depends on the checkout
-    def _atomic_write(path, write_fn) -> None:
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        os.close(fd)
-        try:
-            write_fn(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+from ._io import atomic_write
 
 
 # --------------------------------------------------------------------------------------------------
@@ -457,10 +442,7 @@ def train(obs, pairs, cfg: LearnerConfig | None = None, checkpoints: Sequence[in
             return {k: f[k] for k in f.files}
     out = _fit(obs, pairs, cfg, checkpoints)
     if cache:
-        def write(tmp):
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **out)
-        _atomic_write(path, write)
+        atomic_write(path, lambda fh: np.savez(fh, **out))
     return out
 
 

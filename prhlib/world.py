@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._checks import check_int, check_seed
+
 #: Shapes an object can have.
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 
@@ -503,11 +505,6 @@ class WorldSample:
                            [self.captions[i] for i in idx], dict(self.options), self.seed)
 
 
-def _is_int(value) -> bool:
-    """An integer (Python or numpy), not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def sample(n: int, seed: int = 0, **options) -> WorldSample:
     """Draw ``n`` samples of the world.
 
@@ -531,11 +528,8 @@ def sample(n: int, seed: int = 0, **options) -> WorldSample:
         ``.z`` (n x m float64), ``.images`` (n x H x W x 3 uint8), ``.captions`` (n str),
         ``.scenes`` (n :class:`Scene`).
     """
-    if not _is_int(n) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    if not _is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    n = int(n)
+    n = check_int(n, "n", minimum=1)
+    seed = check_seed(seed)
     opts = _validate_options(options)
     ss_scene, ss_image, ss_text = np.random.SeedSequence(int(seed)).spawn(3)
     scenes = sample_scenes(n, np.random.default_rng(ss_scene), opts["min_objects"], opts["max_objects"])

@@ -36,7 +36,6 @@ import itertools
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from collections import OrderedDict
@@ -51,6 +50,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import __version__, config as _config, world
+from ._checks import check_int, check_seed
+from ._io import atomic_write
+from ._threads import limited
 
 IMAGE_ARCHS = ("mlp", "cnn", "vit")
 TEXT_ARCHS = ("bow", "gru", "transformer")
@@ -145,24 +147,15 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _is_int(value) -> bool:
-    """An integer (Python or numpy), not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def _validate_config(c: TrainConfig) -> None:
     if c.arch not in IMAGE_ARCHS + TEXT_ARCHS:
         raise ValueError(f"unknown arch {c.arch!r}: choose from {IMAGE_ARCHS + TEXT_ARCHS}")
     if c.objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {c.objective!r}: choose from {OBJECTIVES}")
     for name in ("width", "depth", "n_train", "epochs", "batch_size", "embed_dim", "max_len", "text_width"):
-        value = getattr(c, name)
-        if not _is_int(value) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_int(getattr(c, name), name, minimum=1)
     for name in ("seed", "data_seed"):
-        value = getattr(c, name)
-        if not _is_int(value) or value < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        check_seed(getattr(c, name), name)
     if isinstance(c.lr, bool) or not isinstance(c.lr, (int, float)) or not (math.isfinite(c.lr) and c.lr > 0):
         raise ValueError(f"lr must be a finite positive number, got {c.lr!r}")
     if c.objective == "classify":
@@ -698,20 +691,17 @@ def reproducible(device: str | None = None):
     torch's compiler stack, which takes seconds. ``tests/test_zoo.py`` checks determinism.)
     """
     device = device or _config.device()
-    threads = torch.get_num_threads()
-    prev = torch.are_deterministic_algorithms_enabled() if device != "cpu" else None
+    if device == "cpu":
+        with limited(1):
+            yield
+        return
+    prev = torch.are_deterministic_algorithms_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        if device == "cpu":
-            torch.set_num_threads(1)
-        else:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-            torch.use_deterministic_algorithms(True, warn_only=True)
         yield
     finally:
-        if device == "cpu":
-            torch.set_num_threads(threads)
-        else:
-            torch.use_deterministic_algorithms(prev)
+        torch.use_deterministic_algorithms(prev)
 
 
 # One loss per objective. Each takes the model and a batch (a dict of tensors, see
@@ -872,17 +862,6 @@ def _paths(cfg: TrainConfig) -> tuple[Path, Path]:
     return folder / f"{key}.pt", folder / f"{key}.json"
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _load(cfg: TrainConfig) -> tuple[nn.Sequential, dict] | None:
     wpath, mpath = _paths(cfg)
     if not (wpath.exists() and mpath.exists()):
@@ -943,8 +922,8 @@ def train(cfg: TrainConfig | dict, force: bool = False) -> tuple[nn.Sequential, 
         state["partner"] = {k: v.detach().cpu() for k, v in model.partner.state_dict().items()}
         state["logit_scale"] = torch.tensor(model.logit_scale)
     wpath, mpath = _paths(cfg)
-    _atomic_write(wpath, lambda p: torch.save(state, p))
-    _atomic_write(mpath, lambda p: Path(p).write_text(json.dumps(metrics, indent=1, default=list)))
+    atomic_write(wpath, lambda f: torch.save(state, f))
+    atomic_write(mpath, lambda f: f.write(json.dumps(metrics, indent=1, default=list)), mode="w")
     return model, {**metrics, "cached": False}
 
 

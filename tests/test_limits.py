@@ -174,3 +174,53 @@ def test_ceiling_with_a_discrete_view_is_its_random_tie_break_expectation(scenes
                                                 10, replace=False))) / 10 for i in range(300)]
         draws.append(np.mean(hits))
     assert shape_only == pytest.approx(np.mean(draws), abs=0.01)
+
+
+def test_reference_observer_keeps_its_old_name_and_is_beaten_on_position_alone(scenes):
+    assert limits.ceiling is limits.reference_observer
+    # not a bound: an RBF view (random Fourier features) of the visible position beats the cosine observer
+    pos = limits.visible_latent(scenes.z, ("shape", "color", "size"))
+    rng = np.random.default_rng(0)
+    gaps = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+    w = rng.normal(size=(2, 2000)) / np.median(gaps[gaps > 0])
+    rff = limits.scene_features(np.cos(pos @ w + rng.uniform(0, 2 * np.pi, 2000)))
+    full = limits.scene_features(scenes.z)
+    ref = limits.reference_observer(scenes.z, (), ("shape", "color", "size"), k=10)
+    assert limits.expected_mutual_knn(full, rff, k=10) > ref
+
+
+def test_grouped_mutual_knn_with_one_item_per_scene_is_mutual_knn():
+    rng = np.random.default_rng(3)
+    a = limits.scene_features(rng.normal(size=(60, 5)))
+    b = limits.scene_features(a + 0.5 * rng.normal(size=a.shape))
+    ids = np.arange(60)
+    per = limits.grouped_mutual_knn(limits.scene_neighbour_sets(a, ids, 60, k=5),
+                                    limits.scene_neighbour_sets(b, ids, 60, k=5), ids)
+    assert per.mean() == pytest.approx(metrics.mutual_knn(a, b, k=5))
+
+
+def test_grouped_mutual_knn_duplicated_items_and_relabelling():
+    rng = np.random.default_rng(4)
+    a = limits.scene_features(rng.normal(size=(40, 4)))
+    b = limits.scene_features(a + 0.8 * rng.normal(size=a.shape))
+    ids = np.arange(40)
+    scene_sets = limits.scene_neighbour_sets(a, ids, 40, k=4)
+    one = limits.grouped_mutual_knn(scene_sets, limits.scene_neighbour_sets(b, ids, 40, k=4), ids)
+    # three identical copies of every caption: the same neighbour scenes, the same score
+    owner = np.tile(ids, 3)
+    many = limits.grouped_mutual_knn(scene_sets, limits.scene_neighbour_sets(np.tile(b, (3, 1)), owner, 40,
+                                                                             k=4), owner)
+    assert many == pytest.approx(one)
+    # relabelling every scene consistently on both sides permutes the per-scene scores
+    p = rng.permutation(40)
+    inv = np.argsort(p)
+    moved = limits.grouped_mutual_knn(p[scene_sets][inv], p[limits.scene_neighbour_sets(b, ids, 40, k=4)], p)
+    assert moved[p] == pytest.approx(one)
+
+
+def test_grouped_mutual_knn_rejects_a_scene_without_items():
+    x = limits.scene_features(np.random.default_rng(0).normal(size=(10, 3)))
+    with pytest.raises(ValueError, match="at least one row"):
+        limits.scene_neighbour_sets(x, np.array([0] * 5 + [1] * 5), 3, k=1)
+    with pytest.raises(ValueError, match="one scene id per row"):
+        limits.scene_neighbour_sets(x, np.arange(9), 10, k=2)

@@ -185,7 +185,7 @@ def test_bad_options_raise():
         world.sample(3, colour=True)
     with pytest.raises(ValueError, match="text_drop"):
         world.sample(3, text_drop=("smell",))
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="n must be between 1"):
         world.sample(0)
     with pytest.raises(ValueError, match="n must"):
         world.sample(True)

@@ -71,7 +71,7 @@ def test_config_key_and_validation():
     assert len(zoo.grid(TINY_BOW, width=[8, 16], seed=[0, 1, 2])) == 6
     for bad, match in [({"arch": "resnet"}, "unknown arch"), ({"objective": "gan"}, "unknown objective"),
                        ({"tasks": ("smell",)}, "unknown task"), ({"tasks": ()}, "at least one task"),
-                       ({"batch_size": 64, "n_train": 10}, "exceeds n_train"), ({"width": 0}, "positive"),
+                       ({"batch_size": 64, "n_train": 10}, "exceeds n_train"), ({"width": 0}, "width must be between 1"),
                        ({"lr": float("nan")}, "lr"), ({"arch": "bow", "objective": "clip"}, "image arch"),
                        ({"world": {"text_drop": ("smell",)}}, "text_drop"), ({"arch": "vit", "width": 12}, "multiple")]:
         with pytest.raises(ValueError, match=match):

@@ -166,7 +166,7 @@ def n_classes(task: str, max_objects: int = 1) -> int:
     return sizes[task]
 
 
-def _validate_options(options: dict) -> dict:
+def validate_options(options: dict) -> dict:
     unknown = set(options) - set(DEFAULT_OPTIONS)
     if unknown:
         raise ValueError(f"unknown world option(s) {sorted(unknown)}: choose from {sorted(DEFAULT_OPTIONS)}")
@@ -375,7 +375,7 @@ def _object_phrase(o: Obj, rng: np.random.Generator, drop: tuple, paraphrase: bo
 def describe(scenes: list[Scene], seed: int = 0, text_drop=(), paraphrase: bool = True) -> list[str]:
     """Captions for ``scenes``: each names exactly the scene's attributes (minus ``text_drop``),
     with paraphrase nuisance drawn from ``seed`` (a new seed gives new paraphrases of the same scenes)."""
-    opts = _validate_options({"text_drop": text_drop, "paraphrase": paraphrase})
+    opts = validate_options({"text_drop": text_drop, "paraphrase": paraphrase})
     return _describe(scenes, np.random.default_rng(seed), opts["text_drop"], bool(paraphrase))
 
 
@@ -530,7 +530,7 @@ def sample(n: int, seed: int = 0, **options) -> WorldSample:
     """
     n = check_int(n, "n", minimum=1)
     seed = check_seed(seed)
-    opts = _validate_options(options)
+    opts = validate_options(options)
     ss_scene, ss_image, ss_text = np.random.SeedSequence(int(seed)).spawn(3)
     scenes = sample_scenes(n, np.random.default_rng(ss_scene), opts["min_objects"], opts["max_objects"])
     z = latent(scenes, opts["max_objects"])

@@ -177,7 +177,7 @@ def _validate_config(c: TrainConfig) -> None:
         raise ValueError(f"transformer width must be a multiple of 8, got {c.width}")
     if c.batch_size > c.n_train:
         raise ValueError(f"batch_size {c.batch_size} exceeds n_train {c.n_train}")
-    world._validate_options(dict(c.world))
+    world.validate_options(dict(c.world))
 
 
 def as_config(cfg) -> TrainConfig:

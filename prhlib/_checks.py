@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 __all__ = ["check_int", "check_float", "check_bool", "check_choice", "check_seed", "reject_unknown",
-           "to_tensor", "require_finite", "as_matrix", "as_pair", "check_k", "as_layers", "as_array"]
+           "to_tensor", "require_finite", "as_matrix", "as_pair", "check_k", "as_layers", "as_array",
+           "unit_scale", "available_memory", "check_memory"]
 
 
 def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -231,3 +232,59 @@ def as_layers(layers, name: str = "layers_a") -> list[torch.Tensor]:
 def as_array(x, name: str = "a") -> np.ndarray:
     """:func:`as_matrix` as a float64 NumPy array on the CPU (for code that works in NumPy)."""
     return as_matrix(x, name).detach().cpu().double().numpy()
+
+
+def unit_scale(t: torch.Tensor) -> torch.Tensor:
+    """``t`` times the power of two that brings its largest absolute value into [0.5, 1).
+
+    For metrics invariant to an isotropic scaling of one representation (neighbour metrics, linear
+    CKA, CKNNA, SVCCA, RSA, Procrustes): multiplying by a power of two is exact in floating point, so
+    the result is bit-identical to the unscaled computation wherever that did not overflow or
+    underflow, and features near 1e20 (float32) or 1e300 (float64), or tiny ones, no longer overflow
+    to inf or underflow to 0 in the dot products and kernels.
+    """
+    peak = t.abs().max()
+    if not bool(torch.isfinite(peak)) or float(peak) == 0:
+        return t
+    exponent = math.frexp(float(peak))[1]
+    if exponent == 0:
+        return t
+    half = -exponent // 2            # two exact steps: 2**-exponent alone can overflow float32
+    return t * 2.0**half * 2.0**(-exponent - half)
+
+
+def available_memory(device: torch.device | None = None) -> int:
+    """Bytes that can still be allocated: free GPU memory for a CUDA device, else the host's
+    ``MemAvailable`` (psutil when installed, else /proc/meminfo); a large number when unknown."""
+    if device is not None and device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2**62
+
+
+def check_memory(what: str, n: int, matrices: float, device: torch.device | None = None) -> None:
+    """Raise a ``ValueError`` before an O(n^2) computation that would not fit in memory.
+
+    ``matrices``: how many float64 n x n matrices ``what`` holds at its peak. The message gives the
+    estimate, the memory available and the largest n that fits.
+    """
+    need = matrices * 8 * n * n
+    have = available_memory(device)
+    if need > have:
+        largest = int(math.sqrt(have / (matrices * 8)))
+        raise ValueError(f"{what} with n={n} samples needs about {need / 1e9:.1f} GB ({matrices:g} dense "
+                         f"n x n float64 matrices) but only {have / 1e9:.1f} GB is available: use at most "
+                         f"n={largest} samples (a random subset), or a metric with O(n k) memory such as "
+                         "mutual_knn")

@@ -15,8 +15,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .._checks import (as_pair, check_bool, check_choice, check_int, check_seed, to_tensor,
-                       require_finite)
+from .._checks import (as_pair, check_bool, check_choice, check_int, check_memory, check_seed, to_tensor,
+                       require_finite, unit_scale)
 from .kernels import squared_distances
 
 RANK_METHODS = ("spearman", "kendall")
@@ -84,7 +84,7 @@ def svcca(a, b, dim: int = 10) -> float:
     run by about 1e-3.
     """
     A, B = as_pair(a, b)
-    A, B = drop_zero_columns(A), drop_zero_columns(B)
+    A, B = unit_scale(drop_zero_columns(A)), unit_scale(drop_zero_columns(B))
     n = A.shape[0]
     dim = check_int(dim, "dim", minimum=1)
     if dim > min(A.shape[1], B.shape[1], n - 1):
@@ -169,11 +169,16 @@ def rsa(a, b, method: str = "spearman", distance: str = "euclidean") -> float:
     -----
     Spearman runs in torch (on the input's device; ties get average ranks); Kendall's tau-b runs on
     the CPU with SciPy. :func:`rsa_from_distances` takes precomputed dissimilarity matrices.
+    Each input is first scaled by a power of two (exact; ranks of distances are invariant to it), so
+    huge or tiny features do not overflow. About eight n x n float64 matrices at the peak, checked
+    against the available memory first (a ``ValueError`` gives the largest n that fits).
     """
     A, B = as_pair(a, b)
     check_choice(method, "method", RANK_METHODS)
     if A.shape[0] < 3:
         raise ValueError("RSA needs n >= 3 samples (at least 3 pairwise distances)")
+    check_memory("RSA", A.shape[0], 8, A.device)
+    A, B = unit_scale(A), unit_scale(B)
     return _rank_correlation_of(distance_vector(A, distance), distance_vector(B, distance), method)
 
 
@@ -293,7 +298,7 @@ def _unit_shapes(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.
     """Column-centred features scaled to unit Frobenius norm (float64), zero-padded to one width."""
     out = []
     for name, X in (("a", A), ("b", B)):
-        X = X.double()
+        X = unit_scale(X).double()     # exact power-of-two rescaling: no overflow near 1e300
         X = X - X.mean(0)
         norm = X.norm()
         if float(norm) == 0:
@@ -430,6 +435,10 @@ def linear_predictivity(a, b, alphas: Sequence[float] = tuple(np.logspace(-3, 3,
         raise ValueError(f"alphas must be positive ridge penalties, got {list(alphas)}")
     X, Y = A.double(), B.double()
     sst = (Y - Y.mean(0)).square().sum()
+    if not (bool(torch.isfinite(sst)) and bool(torch.isfinite(X.square().sum()))):
+        raise ValueError("the features are too large for ridge regression in float64 (squares overflow, "
+                         "values near 1e150 or larger): divide a and b by a common factor first (R^2 "
+                         "does not change when b is rescaled; the penalties alphas scale with a^2)")
     if float(sst) == 0:
         raise ValueError("b has no variance across samples: R^2 divides by it")
     order = torch.from_numpy(np.random.default_rng(check_seed(seed)).permutation(n)).to(A.device)
@@ -446,6 +455,7 @@ def rsa_scorer(A, B, distance: str = "euclidean"):
     """``perm -> La x Lb`` Spearman RSA scores: permuting B's rows permutes its distance matrix, hence
     its matrix of ranks, so each layer is ranked once."""
     n, device = A[0].shape[0], A[0].device
+    A, B = [unit_scale(x) for x in A], [unit_scale(y) for y in B]
     iu = torch.triu_indices(n, n, offset=1, device=device)
 
     def centred_rank_matrix(x, name):

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .._checks import as_pair, check_bool, check_choice, check_float, check_k
+from .._checks import as_pair, check_bool, check_choice, check_float, check_k, check_memory, unit_scale
 
 #: Largest total size (bytes) of the per-layer Gram matrices cached by the layer functions.
 GRAM_CACHE_BYTES = 2**30
@@ -51,6 +51,10 @@ def gram_rbf(x: torch.Tensor, sigma: float | str = 1.0, median_scale: float = 1.
     the full n x n matrix, diagonal included (Kornblith et al.'s convention).
     """
     d2 = squared_distances(x.double())
+    if not bool(torch.isfinite(d2).all()):
+        raise ValueError("squared distances overflow float64 (features near 1e150 or larger): the RBF "
+                         "kernel with a fixed sigma depends on the scale; divide the features by a "
+                         "common factor (and sigma by the same) or use sigma='median'")
     if isinstance(sigma, str):
         check_choice(sigma, "sigma", ("median",))
         scale = check_float(median_scale, "median_scale", low=0, low_inclusive=False)
@@ -195,17 +199,24 @@ def cka(a, b, kernel: str = "linear", sigma: float | str = 1.0, unbiased: bool =
     Notes
     -----
     Linear CKA is computed from the features (O(n d_a d_b)) or from the n x n Gram matrices,
-    whichever is cheaper; both give the same number. Computed in float64, no epsilon.
+    whichever is cheaper; both give the same number. Computed in float64, no epsilon. Linear CKA and
+    RBF CKA with ``sigma="median"`` are invariant to scaling either input, which is first multiplied
+    by a power of two (exact) so that features near 1e300 do not overflow. RBF CKA with a fixed sigma
+    raises when the squared distances overflow. The Gram route needs about six n x n float64
+    matrices; a ``ValueError`` gives that estimate and the largest n that fits before allocating.
     """
     A, B = as_pair(a, b)
     n = A.shape[0]
     check_choice(kernel, "kernel", ("linear", "rbf"))
     if check_bool(unbiased, "unbiased") and n < 4:
         raise ValueError(f"unbiased CKA needs n >= 4 samples (it divides by n(n-3)), got n={n}")
+    if kernel == "linear" or isinstance(sigma, str):   # scale-invariant: exact power-of-two rescaling
+        A, B = unit_scale(A), unit_scale(B)
     if kernel == "linear":
         da, db = A.shape[1], B.shape[1]
         if n * (da * db + da * da + db * db) <= n * n * (da + db + 3):
             return _linear_cka_features(A, B, unbiased)
+    check_memory(f"{kernel} CKA", n, 6, A.device)
     K = gram(A, kernel, sigma, median_scale)
     L = gram(B, kernel, sigma, median_scale)
     f = hsic_unbiased if unbiased else hsic_biased
@@ -229,13 +240,28 @@ def unbiased_cka(a, b, kernel: str = "linear", sigma: float | str = 1.0, median_
     return cka(a, b, kernel=kernel, sigma=sigma, unbiased=True, median_scale=median_scale)
 
 
-def cknna_mask(G: torch.Tensor, k: int, unbiased: bool) -> torch.Tensor:
-    """0/1 matrix marking each row's top-k entries of a kernel (diagonal excluded when unbiased)."""
+def cknna_mask(G: torch.Tensor, k: int, unbiased: bool, name: str = "a") -> torch.Tensor:
+    """0/1 matrix marking each row's top-k entries of a kernel (diagonal excluded when unbiased).
+
+    Raises a ``ValueError`` when a row's k-th and (k + 1)-th entries are tied (within the rounding of
+    one entry), so that the mask would depend on the order of the rows (the tie rule of the
+    neighbour metrics, :func:`prhlib.metrics.neighbours.determined_lists`).
+    """
     Gh = G.clone()
     if unbiased:
         Gh.fill_diagonal_(-math.inf)
-    idx = torch.topk(Gh, k, dim=1).indices
-    return torch.zeros_like(G).scatter_(1, idx, 1.0)
+    n = G.shape[0]
+    top = torch.topk(Gh, min(k + 1, n), dim=1)
+    if top.values.shape[1] > k and bool(torch.isfinite(top.values[:, k]).any()):
+        scale = G.diagonal().abs().max()
+        tol = 4.0 * math.sqrt(n) * torch.finfo(torch.float64).eps * scale
+        bad = int(((top.values[:, k - 1] - top.values[:, k]).abs() <= tol).sum())
+        if bad:
+            raise ValueError(f"CKNNA is not determined: {bad} of {n} rows of {name} have tied kernel values "
+                             f"at their k-th of k={k} neighbours (duplicate rows, a constant representation "
+                             "or discrete features), so the mask would depend on the order of the rows; "
+                             "de-duplicate the rows or change k")
+    return torch.zeros_like(G).scatter_(1, top.indices[:, :k], 1.0)
 
 
 def masked_hsic(K, L, mK, mL, unbiased: bool) -> torch.Tensor:
@@ -270,7 +296,10 @@ def cknna(a, b, k: int | None = 10, unbiased: bool = True) -> float:
     -----
     Not symmetric in general: the masked kernels are not symmetric matrices, and the official unbiased
     HSIC of two non-symmetric matrices changes when they are swapped (its ``1^T K L 1`` term).
-    O(n^2) memory (dense masks; the metric needs the masked kernels).
+    O(n^2) memory (dense masks; the metric needs the masked kernels): about ten n x n float64
+    matrices, checked against the available memory before allocating (a ``ValueError`` gives the
+    estimate and the largest n that fits). Ties at the k-th kernel value raise (:func:`cknna_mask`).
+    Each input is first scaled by a power of two (exact; CKNNA is invariant to it).
     """
     A, B = as_pair(a, b)
     n = A.shape[0]
@@ -278,8 +307,9 @@ def cknna(a, b, k: int | None = 10, unbiased: bool = True) -> float:
         raise ValueError(f"CKNNA needs n >= 4 samples (unbiased HSIC divides by n(n-3)), got n={n}")
     k = n - 1 if k is None else check_k(k, n, minimum=2)
     unbiased = check_bool(unbiased, "unbiased")
-    K, L = gram_linear(A), gram_linear(B)
-    mK, mL = cknna_mask(K, k, unbiased), cknna_mask(L, k, unbiased)
+    check_memory("CKNNA", n, 10, A.device)
+    K, L = gram_linear(unit_scale(A)), gram_linear(unit_scale(B))
+    mK, mL = cknna_mask(K, k, unbiased, "a"), cknna_mask(L, k, unbiased, "b")
     return cka_ratio(masked_hsic(K, L, mK, mL, unbiased), masked_hsic(K, K, mK, mK, unbiased),
                      masked_hsic(L, L, mL, mL, unbiased), "CKNNA")
 
@@ -298,6 +328,8 @@ def cka_scorer(A, B, unbiased: bool = False, kernel: str = "linear", sigma=1.0, 
     n, Lb = A[0].shape[0], len(B)
     if unbiased and n < 4:
         raise ValueError(f"unbiased CKA needs n >= 4 samples, got n={n}")
+    if kernel == "linear" or isinstance(sigma, str):
+        A, B = [unit_scale(x) for x in A], [unit_scale(y) for y in B]
     Ks = [gram(x, kernel, sigma, median_scale) for x in A]
     Ls = [gram(y, kernel, sigma, median_scale) for y in B]
     if unbiased:
@@ -336,9 +368,9 @@ def cknna_scorer(A, B, k, unbiased: bool = True):
     if n < 4:
         raise ValueError(f"CKNNA needs n >= 4 samples, got n={n}")
     kn = n - 1 if k is None else check_k(k, n, minimum=2)
-    Ks, Ls = [gram_linear(x) for x in A], [gram_linear(y) for y in B]
-    mKs = [cknna_mask(K, kn, unbiased) for K in Ks]
-    mLs = [cknna_mask(L, kn, unbiased) for L in Ls]
+    Ks, Ls = [gram_linear(unit_scale(x)) for x in A], [gram_linear(unit_scale(y)) for y in B]
+    mKs = [cknna_mask(K, kn, unbiased, f"layers_a[{i}]") for i, K in enumerate(Ks)]
+    mLs = [cknna_mask(L, kn, unbiased, f"layers_b[{j}]") for j, L in enumerate(Ls)]
     kk = [float(masked_hsic(K, K, m, m, unbiased)) for K, m in zip(Ks, mKs)]
     ll = [float(masked_hsic(L, L, m, m, unbiased)) for L, m in zip(Ls, mLs)]
 

@@ -16,11 +16,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .._checks import as_matrix, as_pair, check_choice, check_k
+from .._checks import as_matrix, as_pair, check_choice, check_k, unit_scale
 from .._threads import limited
 
 #: Metrics computed from the two k-nearest-neighbour lists alone.
 NEIGHBOUR_METRICS = ("mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn")
+
+#: Neighbour metrics that use the *order* of each list, not only the set.
+ORDERED_METRICS = ("lcs_knn", "edit_distance_knn")
 
 #: Largest similarity matrix block (in elements) the neighbour search builds at once: 2**26 float32
 #: values are 256 MB, so n = 40,000 samples need 40 blocks of ~1,700 rows instead of one n x n matrix.
@@ -83,10 +86,12 @@ def knn(x, k: int = 10, chunk_rows: int | None = None) -> torch.Tensor:
     Notes
     -----
     A partial top-k selection (O(n^2) for all rows) replaces the reference's full argsort
-    (O(n^2 log n)).
+    (O(n^2 log n)). ``x`` is first multiplied by a power of two (:func:`prhlib._checks.unit_scale`,
+    exact), so huge or tiny features do not overflow or underflow. Tied similarities are returned in
+    an arbitrary order here; the metrics refuse them (the tie rule, :func:`determined_lists`).
     """
     x = as_matrix(x, "x")
-    return nearest(x, check_k(k, x.shape[0]), chunk_rows)
+    return nearest(unit_scale(x), check_k(k, x.shape[0]), chunk_rows)
 
 
 def nearest_many(xs: Sequence[torch.Tensor], k: int) -> list[torch.Tensor]:
@@ -116,6 +121,64 @@ def relabel(knn_b: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
     inv = torch.empty_like(perm)
     inv[perm] = torch.arange(perm.numel(), device=perm.device)
     return inv[knn_b[..., perm, :]]
+
+
+def tied_rows(x: torch.Tensor, lists: torch.Tensor, k: int, ordered: bool) -> torch.Tensor:
+    """Rows whose k-neighbour set (``ordered``: ordered list) is not determined by the similarities.
+
+    ``lists`` holds each row's ``k + 1`` most similar rows (``k`` when k = n - 1). The similarities of
+    those candidates are recomputed in float64 and two neighbours count as tied when they differ by at
+    most :math:`4\sqrt{d}\,\epsilon_{64}\|x_i\|\max_j\|x_j\|` (the rounding of one dot product):
+    the set is undetermined when the k-th and (k + 1)-th are tied, the order when any two adjacent
+    places among the first k (or the k-th and (k + 1)-th) are. Exact duplicates and constant
+    representations are always tied; distinct float32 vectors essentially never are in float64.
+    Returns a boolean tensor of shape (n,).
+    """
+    xd = x.double()
+    n, d = xd.shape
+    norms = xd.norm(dim=1)
+    tol = 4.0 * math.sqrt(d) * torch.finfo(torch.float64).eps * norms * norms.max()
+    cols = lists.shape[1]
+    out = torch.zeros(n, dtype=torch.bool, device=x.device)
+    if cols < 2 or (not ordered and cols == k):
+        return out
+    step = max(1, CHUNK_ELEMENTS // (cols * d))
+    for start in range(0, n, step):
+        rows = slice(start, min(n, start + step))
+        sims = torch.einsum("nd,nkd->nk", xd[rows], xd[lists[rows]])
+        gaps = (sims[:, :-1] - sims[:, 1:]).abs()
+        if not ordered:
+            gaps = gaps[:, k - 1:k]
+        out[rows] = (gaps <= tol[rows, None]).any(dim=1)
+    return out
+
+
+def determined_lists(xs: Sequence[torch.Tensor], k: int, metric: str, names: Sequence[str]) -> list[torch.Tensor]:
+    """:func:`nearest_many` of (power-of-two rescaled) inputs, after checking that no tie decides the
+    neighbour sets (or, for :data:`ORDERED_METRICS`, the ordered lists): the tie rule.
+
+    Raises
+    ------
+    ValueError
+        naming the representation and how many rows have tied neighbours at the k-th place (or inside
+        the list), so that the score would depend on the order of the rows.
+    """
+    n = xs[0].shape[0]
+    xs = [unit_scale(x) for x in xs]
+    extra = 1 if k < n - 1 else 0
+    lists = nearest_many(xs, k + extra)
+    ordered = metric in ORDERED_METRICS
+    for x, lst, name in zip(xs, lists, names):
+        bad = int(tied_rows(x, lst, k, ordered).sum())
+        if bad:
+            where = "inside their ordered list of" if ordered else "at the k-th of their"
+            raise ValueError(
+                f"{metric} is not determined: {bad} of {n} rows of {name} have tied similarities {where} "
+                f"k={k} nearest neighbours (duplicate rows, a constant representation or discrete "
+                "features), so the score would depend on the order of the rows. De-duplicate the rows "
+                "(np.unique(x, axis=0) with the matching rows of the other representation), change k, "
+                "or use prhlib.limits.expected_mutual_knn (ties broken at random, in expectation)")
+    return [lst[:, :k] for lst in lists]
 
 
 def _edge_lookup(knn_a: torch.Tensor):
@@ -224,7 +287,7 @@ def per_sample_scores(a, b, metric: str = "mutual_knn", k: int = 10) -> np.ndarr
                          f"not {metric!r}")
     ta, tb = as_pair(a, b)
     k = check_k(k, ta.shape[0])
-    return neighbour_terms(metric, *nearest_many([ta, tb], k)).cpu().numpy()
+    return neighbour_terms(metric, *determined_lists([ta, tb], k, metric, ("a", "b"))).cpu().numpy()
 
 
 def _score(metric: str, a, b, k: int) -> float:
@@ -256,6 +319,15 @@ def mutual_knn(a, b, k: int = 10) -> float:
     The neighbour search runs in row blocks (:func:`knn`) and the overlap is counted from the sorted
     index lists, so memory is O(n k) beyond one block: n = 40,000 needs well under 1 GB where the
     official dense n x n masks need over 12 GB.
+
+    Tie rule (all neighbour metrics, their calibration and bootstrap): when a row's k-th and
+    (k + 1)-th most similar rows have equal dot products (duplicate rows, a constant representation,
+    discrete features) the neighbour set is not determined and any value would depend on the order
+    of the rows, so a ``ValueError`` says how many rows are affected (:func:`determined_lists`). The
+    ordered metrics (:func:`lcs_knn`, :func:`edit_distance_knn`) also refuse ties inside the list.
+    :func:`prhlib.limits.expected_mutual_knn` gives the tie-aware expectation instead. Each input is
+    first scaled by a power of two (exact; the metric is invariant to it) so that features near the
+    float range's ends do not overflow.
     """
     return _score("mutual_knn", a, b, k)
 
@@ -309,7 +381,8 @@ def neighbour_scorer(metric: str, A: list[torch.Tensor], B: list[torch.Tensor], 
     """``perm -> La x Lb`` scores of a neighbour metric; each layer's lists are computed once and a
     permutation of B's rows only relabels them."""
     k = check_k(k, A[0].shape[0])
-    lists = nearest_many(list(A) + list(B), k)
+    names = [f"layers_a[{i}]" for i in range(len(A))] + [f"layers_b[{j}]" for j in range(len(B))]
+    lists = determined_lists(list(A) + list(B), k, metric, names)
     ka, kb = lists[:len(A)], torch.stack(lists[len(A):])        # kb: (Lb, n, k)
 
     def score(perm=None):

@@ -50,7 +50,18 @@ def clamp_threshold(mats: list[torch.Tensor], q: float) -> torch.Tensor:
     return torch.kthvalue(flat, index + 1).values
 
 
+def _row_unit_scale(m: torch.Tensor) -> torch.Tensor:
+    """Each row times the power of two that brings its largest |value| into [0.5, 1) (exact; rows are
+    normalised next, so the result is unchanged except that norms of huge or tiny rows no longer
+    overflow to inf or underflow to 0)."""
+    peak = m.abs().amax(dim=1, keepdim=True).double()
+    exponent = torch.where(peak > 0, torch.frexp(peak)[1].double(), torch.zeros_like(peak))
+    half = torch.floor(-exponent / 2)
+    return m * torch.exp2(half).to(m.dtype) * torch.exp2(-exponent - half).to(m.dtype)
+
+
 def _normalise_rows(m: torch.Tensor, name: str) -> torch.Tensor:
+    m = _row_unit_scale(m)
     norms = m.norm(dim=1, keepdim=True)
     zero = (norms.flatten() == 0).nonzero().flatten().tolist()
     if zero:

@@ -17,9 +17,12 @@ r"""Measurements behind the critiques of chapter 7: what the hypothesis does not
 :func:`calibrated_grid`
     Raw and maxT-calibrated best-layer scores of every (vision, text) model pair for several metrics.
 :func:`competence_trend`
-    Does alignment rise with competence? Spearman's rho of raw and calibrated scores.
+    Does alignment rise with competence? Spearman's rho of raw and calibrated scores, with intervals.
 :func:`rank_agreement`
     Do two metrics order the same model pairs the same way? Kendall's tau.
+:func:`probe_errors`, :func:`error_consistency`
+    Shared blind spots: which items a linear probe gets wrong, and whether two models fail on the same
+    items beyond what their accuracies imply (error consistency kappa, with a bootstrap interval).
 
 Chapter 5's single-metric grid is :func:`prhlib.crossmodal.alignment_grid`; the gallery curves are
 :func:`prhlib.crossmodal.gallery_curve`. Everything here is deterministic.
@@ -341,8 +344,13 @@ def calibrated_grid(vision: Mapping[str, object], text: Mapping[str, object],
 
 
 def competence_trend(grid: pd.DataFrame, competence: Mapping[str, float], model: str = "text",
-                     values: Sequence[str] = ("score", "calibrated")) -> pd.DataFrame:
-    """Does alignment rise with competence? Spearman's rho over the cells of alignment grids.
+                     values: Sequence[str] = ("score", "calibrated"), n_boot: int = 2000,
+                     permutations: int = 9999, seed: int = 0) -> pd.DataFrame:
+    """Does alignment rise with competence? Spearman's rho over the cells of alignment grids, with a
+    bootstrap interval and a permutation p-value (:func:`prhlib.metrics.rank_correlation`).
+
+    Cells that share a model share its competence, so the interval (cells resampled) treats them as
+    independent: average over the other side first when models, not cells, are the unit.
 
     Parameters
     ----------
@@ -356,15 +364,16 @@ def competence_trend(grid: pd.DataFrame, competence: Mapping[str, float], model:
         The column holding the models whose competence is the x-axis.
     values : sequence of str
         Score columns to correlate with competence.
+    n_boot, permutations, seed
+        Passed to :func:`prhlib.metrics.rank_correlation`.
 
     Returns
     -------
     pandas.DataFrame
-        One row per metric: ``rho_<value>`` for each value and ``cells`` (number of grid cells). A rho
-        is NaN when the scores are all equal (e.g. every calibrated score is 0).
+        One row per metric: for each value ``rho_<value>``, its 95 % interval ``rho_<value>_low`` and
+        ``rho_<value>_high`` and ``p_<value>``; and ``cells`` (number of grid cells). All four are NaN
+        when the scores (or the competences) are all equal (e.g. every calibrated score is 0).
     """
-    from scipy.stats import spearmanr
-
     need = ["metric", model, *values]
     missing = [c for c in need if c not in grid.columns]
     if missing:
@@ -380,7 +389,12 @@ def competence_trend(grid: pd.DataFrame, competence: Mapping[str, float], model:
         row = {"metric": metric, "cells": len(part)}
         for v in values:
             y = part[v].to_numpy(dtype=float)
-            row[f"rho_{v}"] = np.nan if np.ptp(y) == 0 or np.ptp(x) == 0 else float(spearmanr(x, y).statistic)
+            cols = [f"rho_{v}", f"rho_{v}_low", f"rho_{v}_high", f"p_{v}"]
+            if np.ptp(y) == 0 or np.ptp(x) == 0:
+                row.update(dict.fromkeys(cols, np.nan))
+                continue
+            r = metrics.rank_correlation(x, y, n_boot=n_boot, permutations=permutations, seed=seed)
+            row.update(zip(cols, (r.estimate, r.ci_low, r.ci_high, r.p_value)))
         rows.append(row)
     return pd.DataFrame(rows).set_index("metric")
 
@@ -421,3 +435,136 @@ def rank_agreement(table: pd.DataFrame, value: str = "score", by: str = "metric"
         tau = np.nan if np.ptp(u) == 0 or np.ptp(v) == 0 else float(kendalltau(u, v).statistic)
         out.loc[x, y] = out.loc[y, x] = tau
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# shared blind spots: do aligned models fail on the same items?
+# ---------------------------------------------------------------------------------------------
+def probe_errors(feats, labels: Sequence, groups: Sequence | None = None, folds: int = 5,
+                 alphas: Sequence[float] = tuple(np.logspace(-1, 5, 13)), seed: int = 0) -> np.ndarray:
+    """Which items a cross-validated linear probe gets wrong: the per-item counterpart of
+    :func:`prhlib.crossmodal.probe_accuracy` (same probe, same folds).
+
+    Parameters
+    ----------
+    feats : n x d array
+    labels : n class labels
+    groups : n group ids, optional (items of one group never straddle train and test)
+    folds : int, stratified (and grouped when ``groups`` is given)
+    alphas : candidate ridge penalties (chosen by leave-one-out inside each training fold)
+    seed : fold assignment; use the same seed for every model so that all see the same folds
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (n,)
+        True where the item's held-out prediction is wrong; ``1 - mean`` is the probe accuracy.
+    """
+    import warnings
+
+    from sklearn.linear_model import RidgeClassifierCV
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from ._threads import limited
+
+    x = _as_2d(feats, "feats")
+    y = np.asarray(labels)
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"labels must hold one label per row of feats ({x.shape[0]}), got shape {y.shape}")
+    if len(set(y.tolist())) < 2:
+        raise ValueError("labels must contain at least two classes")
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or not 2 <= folds <= len(y):
+        raise ValueError(f"folds must be an integer in [2, n={len(y)}], got {folds!r}")
+    clf = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=list(alphas)))
+    kw = {}
+    if groups is None:
+        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    else:
+        g = np.asarray(groups)
+        if g.shape != y.shape:
+            raise ValueError(f"groups must hold one id per item ({len(y)}), got shape {g.shape}")
+        cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        kw["groups"] = g
+    with warnings.catch_warnings(), limited(1):
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        predicted = cross_val_predict(clf, x, y, cv=cv, **kw)
+    return predicted != y
+
+
+def _kappa_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Observed agreement, agreement expected from the accuracies alone, and kappa, per row.
+
+    ``a``, ``b``: ``r x n`` bool error indicators. Kappa is NaN where the expected agreement is 1.
+    """
+    observed = (a == b).mean(axis=1)
+    pa, pb = 1 - a.mean(axis=1), 1 - b.mean(axis=1)       # accuracies
+    expected = pa * pb + (1 - pa) * (1 - pb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kappa = np.where(expected < 1, (observed - expected) / (1 - expected), np.nan)
+    return observed, expected, kappa
+
+
+def error_consistency(errors_a, errors_b, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> dict:
+    r"""Do two classifiers fail on the same items beyond what their accuracies imply?
+
+    Error consistency of :cite:t:`geirhos2020beyond`: Cohen's kappa on the per-item "right or wrong"
+    outcomes,
+
+    .. math:: \kappa = \frac{c_{obs} - c_{exp}}{1 - c_{exp}}, \qquad
+              c_{exp} = p_a p_b + (1 - p_a)(1 - p_b),
+
+    where :math:`c_{obs}` is the fraction of items on which both are right or both are wrong and
+    :math:`p_a, p_b` are the accuracies. Independent errors give :math:`\kappa \approx 0`, identical
+    errors 1, errors that avoid each other negative values.
+
+    Parameters
+    ----------
+    errors_a, errors_b : array-like of bool, shape (n,)
+        True where the model is wrong on item i (e.g. :func:`probe_errors`), the same items in order.
+    n_boot : int
+        Bootstrap replicates resampling items; replicates where kappa is undefined (both models
+        always right, or always wrong, on the resample) are left out.
+    seed : int
+        Seeds the bootstrap.
+    alpha : float
+        1 - coverage of the percentile interval.
+
+    Returns
+    -------
+    dict
+        ``observed`` (c_obs), ``expected`` (c_exp), ``kappa``, ``ci_low``, ``ci_high``, ``n``.
+    """
+    errs = []
+    for v, name in ((errors_a, "errors_a"), (errors_b, "errors_b")):
+        arr = np.asarray(v)
+        if arr.ndim != 1:
+            raise ValueError(f"{name} must be 1-D (one outcome per item), got shape {arr.shape}")
+        if arr.dtype != bool:
+            if not np.isin(arr, (0, 1)).all():
+                raise ValueError(f"{name} must hold booleans (True = wrong) or 0/1 values")
+            arr = arr.astype(bool)
+        errs.append(arr)
+    a, b = errs
+    if a.size != b.size:
+        raise ValueError(f"errors_a and errors_b must describe the same items: {a.size} vs {b.size}")
+    if a.size < 2:
+        raise ValueError(f"need at least 2 items, got {a.size}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    observed, expected, kappa = (float(v[0]) for v in _kappa_rows(a[None], b[None]))
+    if not np.isfinite(kappa):
+        raise ValueError("kappa is undefined: both models are right on every item or wrong on every item "
+                         "(expected agreement 1); use harder or more items")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, a.size, size=(int(n_boot), a.size))
+    boot = _kappa_rows(a[idx], b[idx])[2]
+    boot = boot[np.isfinite(boot)]
+    if boot.size < n_boot / 2:
+        raise ValueError(f"kappa was undefined in {n_boot - boot.size} of {n_boot} bootstrap resamples "
+                         "(too few errors); use more items")
+    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+    return {"observed": observed, "expected": expected, "kappa": kappa, "ci_low": float(low),
+            "ci_high": float(high), "n": int(a.size)}

@@ -83,9 +83,19 @@ def _grid():
 
 def test_competence_trend_signs_and_constant_scores():
     grid, comp = _grid()
-    trend = limits.competence_trend(grid, comp)
+    trend = limits.competence_trend(grid, comp, n_boot=300, permutations=300)
     assert trend.loc["rises", "rho_score"] > 0.8 and trend.loc["falls", "rho_score"] < -0.8
-    assert np.isnan(trend.loc["rises", "rho_calibrated"])
+    for metric in ("rises", "falls"):   # the interval brackets the estimate; the trend is significant
+        row = trend.loc[metric]
+        assert row.rho_score_low <= row.rho_score <= row.rho_score_high
+        assert row.p_score < 0.05
+    assert trend.loc["rises", "rho_score_low"] > 0 and trend.loc["falls", "rho_score_high"] < 0
+    # the same numbers as metrics.rank_correlation on the cells
+    part = grid[grid.metric == "rises"]
+    r = metrics.rank_correlation(part.text.map(comp), part.score, n_boot=300, permutations=300)
+    assert trend.loc["rises", ["rho_score", "rho_score_low", "rho_score_high", "p_score"]].tolist() \
+        == pytest.approx([r.estimate, r.ci_low, r.ci_high, r.p_value])
+    assert trend.loc["rises", ["rho_calibrated", "rho_calibrated_low", "p_calibrated"]].isna().all()
     assert trend.loc["rises", "cells"] == 8
 
 
@@ -224,3 +234,66 @@ def test_grouped_mutual_knn_rejects_a_scene_without_items():
         limits.scene_neighbour_sets(x, np.array([0] * 5 + [1] * 5), 3, k=1)
     with pytest.raises(ValueError, match="one scene id per row"):
         limits.scene_neighbour_sets(x, np.arange(9), 10, k=2)
+
+
+def test_error_consistency_independent_errors_give_kappa_near_zero():
+    rng = np.random.default_rng(0)
+    a, b = rng.random(4000) < 0.3, rng.random(4000) < 0.2     # independent, different accuracies
+    r = limits.error_consistency(a, b, n_boot=500, seed=1)
+    assert r["ci_low"] <= 0 <= r["ci_high"] and abs(r["kappa"]) < 0.05
+    assert r["expected"] == pytest.approx(0.7 * 0.8 + 0.3 * 0.2, abs=0.02)
+    assert r["observed"] == pytest.approx(np.mean(a == b)) and r["n"] == 4000
+
+
+def test_error_consistency_identical_opposite_and_partial_errors():
+    rng = np.random.default_rng(2)
+    a = rng.random(500) < 0.3
+    same = limits.error_consistency(a, a.copy(), n_boot=200)
+    assert same["kappa"] == pytest.approx(1.0) and same["observed"] == 1.0
+    opposite = limits.error_consistency(a, ~a, n_boot=200)
+    assert opposite["kappa"] < -0.5                   # errors that avoid each other
+    # b copies a on half the items and is independent elsewhere: kappa strictly between 0 and 1
+    b = np.where(rng.random(500) < 0.5, a, rng.random(500) < 0.3)
+    mid = limits.error_consistency(a, b, n_boot=500, seed=3)
+    assert 0 < mid["ci_low"] <= mid["kappa"] <= mid["ci_high"] < 1
+    # 0/1 integers are accepted and the result is deterministic
+    again = limits.error_consistency(a.astype(int), b.astype(int), n_boot=500, seed=3)
+    assert again == mid
+
+
+@pytest.mark.parametrize("a, b, match", [
+    (np.zeros(10, bool), np.zeros(9, bool), "same items"),
+    (np.zeros((5, 2), bool), np.zeros((5, 2), bool), "1-D"),
+    (np.array([0, 2, 1]), np.array([0, 1, 1]), "booleans"),
+    (np.zeros(10, bool), np.zeros(10, bool), "undefined"),
+])
+def test_error_consistency_rejects_bad_input(a, b, match):
+    with pytest.raises(ValueError, match=match):
+        limits.error_consistency(a, b)
+
+
+def test_error_consistency_rejects_bad_options():
+    a = np.arange(10) % 2 == 0
+    with pytest.raises(ValueError, match="n_boot"):
+        limits.error_consistency(a, a, n_boot=0)
+    with pytest.raises(ValueError, match="alpha"):
+        limits.error_consistency(a, a, alpha=1.5)
+
+
+def test_probe_errors_match_the_probe_accuracy():
+    from prhlib import crossmodal
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 40)
+    x = rng.normal(size=(120, 6)) + 1.5 * np.eye(6)[y]
+    errors = limits.probe_errors(x, y, seed=0)
+    assert errors.dtype == bool and errors.shape == (120,)
+    # same probe and folds; accuracy over all items equals the fold mean when folds are equal-sized
+    assert 1 - errors.mean() == pytest.approx(crossmodal.probe_accuracy(x, y, seed=0))
+    assert errors.mean() < 0.3                        # the classes are separable enough
+    noise = limits.probe_errors(rng.normal(size=(120, 6)), y, seed=0)
+    assert noise.mean() > 0.4                         # chance is 2/3 errors
+    with pytest.raises(ValueError, match="one label per row"):
+        limits.probe_errors(x, y[:-1])
+    with pytest.raises(ValueError, match="two classes"):
+        limits.probe_errors(x, np.zeros(120))

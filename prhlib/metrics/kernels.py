@@ -135,9 +135,19 @@ def hsic(K, L, unbiased: bool = False) -> float:
     return float(hsic_unbiased(Kt, Lt) if unbiased else hsic_biased(Kt, Lt))
 
 
-def cka_ratio(kl, kk, ll, what: str) -> float:
-    """HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)), with an error (no epsilon) when a side has no variance."""
+#: HSIC(K, K) at most this fraction of ||K||_F^2 is rounding left by cancellation: no variance.
+CANCELLATION = 1e-12
+
+
+def cka_ratio(kl, kk, ll, what: str, scale_k=0.0, scale_l=0.0) -> float:
+    """HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)), with an error (no epsilon) when a side has no variance.
+
+    ``scale_k``, ``scale_l``: ||K||_F^2, ||L||_F^2 of the uncentred kernels, for estimators that
+    cancel large terms (the unbiased one): HSIC(K, K) <= :data:`CANCELLATION` * scale is rounding
+    (a constant representation gives 1e-9 instead of 0, and would score 1.0)."""
     kk, ll = float(kk), float(ll)
+    if kk <= CANCELLATION * float(scale_k) or ll <= CANCELLATION * float(scale_l):
+        kk, ll = (0.0 if kk <= CANCELLATION * float(scale_k) else kk), (0.0 if ll <= CANCELLATION * float(scale_l) else ll)
     if kk <= 0 or ll <= 0:
         which = "a" if kk <= 0 else "b"
         raise ValueError(f"{what} is undefined: HSIC({which}, {which}) = {min(kk, ll):.3g} <= 0 "
@@ -167,7 +177,8 @@ def _linear_cka_features(A: torch.Tensor, B: torch.Tensor, unbiased: bool) -> fl
         return unbiased_hsic_from_sums(trace, px[1], py[1], px[2] @ py[2], n)
 
     pa, pb = parts(A), parts(B)
-    return cka_ratio(u(A, B, pa, pb), u(A, A, pa, pa), u(B, B, pb, pb), "unbiased CKA")
+    return cka_ratio(u(A, B, pa, pb), u(A, A, pa, pa), u(B, B, pb, pb), "unbiased CKA",
+                     (A.T @ A).square().sum(), (B.T @ B).square().sum())
 
 
 def cka(a, b, kernel: str = "linear", sigma: float | str = 1.0, unbiased: bool = False,
@@ -220,7 +231,8 @@ def cka(a, b, kernel: str = "linear", sigma: float | str = 1.0, unbiased: bool =
     K = gram(A, kernel, sigma, median_scale)
     L = gram(B, kernel, sigma, median_scale)
     f = hsic_unbiased if unbiased else hsic_biased
-    return cka_ratio(f(K, L), f(K, K), f(L, L), "unbiased CKA" if unbiased else "CKA")
+    scales = ((K * K).sum(), (L * L).sum()) if unbiased else (0.0, 0.0)
+    return cka_ratio(f(K, L), f(K, K), f(L, L), "unbiased CKA" if unbiased else "CKA", *scales)
 
 
 def unbiased_cka(a, b, kernel: str = "linear", sigma: float | str = 1.0, median_scale: float = 1.0) -> float:
@@ -340,6 +352,8 @@ def cka_scorer(A, B, unbiased: bool = False, kernel: str = "linear", sigma=1.0, 
         Krow, Lrow = torch.stack([K.sum(1) for K in Ks]), torch.stack([L.sum(1) for L in Ls])
         kk = unbiased_hsic_from_sums((Kf * Kf).sum(1), Ksum, Ksum, (Krow * Krow).sum(1), n)
         ll = unbiased_hsic_from_sums((Lf * Lf).sum(1), Lsum, Lsum, (Lrow * Lrow).sum(1), n)
+        kk = torch.where(kk <= CANCELLATION * (Kf * Kf).sum(1), torch.zeros_like(kk), kk)
+        ll = torch.where(ll <= CANCELLATION * (Lf * Lf).sum(1), torch.zeros_like(ll), ll)
     else:
         Kf = torch.stack([center(K).flatten() for K in Ks])
         Lf = torch.stack([center(L).flatten() for L in Ls])

@@ -124,7 +124,7 @@ def relabel(knn_b: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
 
 
 def tied_rows(x: torch.Tensor, lists: torch.Tensor, k: int, ordered: bool) -> torch.Tensor:
-    """Rows whose k-neighbour set (``ordered``: ordered list) is not determined by the similarities.
+    r"""Rows whose k-neighbour set (``ordered``: ordered list) is not determined by the similarities.
 
     ``lists`` holds each row's ``k + 1`` most similar rows (``k`` when k = n - 1). The similarities of
     those candidates are recomputed in float64 and two neighbours count as tied when they differ by at
@@ -153,21 +153,86 @@ def tied_rows(x: torch.Tensor, lists: torch.Tensor, k: int, ordered: bool) -> to
     return out
 
 
-def determined_lists(xs: Sequence[torch.Tensor], k: int, metric: str, names: Sequence[str]) -> list[torch.Tensor]:
-    """:func:`nearest_many` of (power-of-two rescaled) inputs, after checking that no tie decides the
-    neighbour sets (or, for :data:`ORDERED_METRICS`, the ordered lists): the tie rule.
+class TieAware:
+    """Neighbour sets of one representation with its ties resolved in expectation (the tie rule of
+    :func:`mutual_knn`).
+
+    ``lists`` (n x k) are the neighbour lists; for the rows in ``rows`` (r,) whose k-th and (k + 1)-th
+    neighbours are tied, ``weights`` (r x n, float64) gives each candidate's probability of being a
+    neighbour when the tie is broken uniformly at random: 1 above the tie, (k - #above) / #tied inside
+    it, 0 below. Every row's weights sum to k.
+    """
+
+    def __init__(self, x: torch.Tensor, lists: torch.Tensor, tied: torch.Tensor, k: int):
+        self.lists, self.k = lists, k
+        self.rows = tied.nonzero().flatten()
+        self.tied = tied
+        self.weights = membership_weights(x, self.rows, k) if self.rows.numel() else None
+
+    def dense(self, rows: torch.Tensor) -> torch.Tensor:
+        """Membership weights of ``rows`` (m,) as an m x n float64 matrix."""
+        n = self.lists.shape[0]
+        out = torch.zeros((rows.numel(), n), dtype=torch.float64, device=self.lists.device)
+        out.scatter_(1, self.lists[rows], 1.0)
+        if self.weights is not None:
+            where = torch.full((n,), -1, dtype=torch.long, device=self.lists.device)
+            where[self.rows] = torch.arange(self.rows.numel(), device=self.lists.device)
+            hit = where[rows] >= 0
+            out[hit] = self.weights[where[rows][hit]]
+        return out
+
+
+def membership_weights(x: torch.Tensor, rows: torch.Tensor, k: int) -> torch.Tensor:
+    """For each row i in ``rows``: the probability that j is among i's k nearest neighbours when ties
+    (within the rounding tolerance of :func:`tied_rows`) are broken uniformly at random. (r x n)"""
+    xd = x.double()
+    d = xd.shape[1]
+    norms = xd.norm(dim=1)
+    tol = (4.0 * math.sqrt(d) * torch.finfo(torch.float64).eps * norms[rows] * norms.max())[:, None]
+    sims = xd[rows] @ xd.T
+    sims[torch.arange(rows.numel(), device=x.device), rows] = -math.inf
+    kth = sims.topk(k, dim=1).values[:, -1:]
+    above = sims > kth + tol
+    tie = (sims - kth).abs() <= tol
+    share = (k - above.sum(dim=1, keepdim=True)).double() / tie.sum(dim=1, keepdim=True).double()
+    return above.double() + tie.double() * share
+
+
+def tie_aware_terms(ta: TieAware, tb: TieAware, perm: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample mutual k-NN of ``a`` and ``b[perm]`` with ties resolved in expectation:
+    :math:`\\frac{1}{k}\\sum_j p^A_{ij}\\, p^{B}_{\\pi(i)\\pi(j)}` (the plain overlap where no tie is involved)."""
+    n, k = ta.lists.shape
+    terms = overlap_counts(ta.lists, relabel(tb.lists, perm)).double() / k
+    b_rows = torch.arange(n, device=ta.lists.device) if perm is None else perm
+    affected = (ta.tied | tb.tied[b_rows]).nonzero().flatten()
+    if affected.numel():
+        pa = ta.dense(affected)
+        pb = tb.dense(b_rows[affected])[:, b_rows]
+        terms[affected] = (pa * pb).sum(dim=1) / k
+    return terms
+
+
+def determined_lists(xs: Sequence[torch.Tensor], k: int, metric: str, names: Sequence[str]) -> list:
+    """:func:`nearest_many` of (power-of-two rescaled) inputs under the tie rule.
+
+    For ``mutual_knn`` the result is one :class:`TieAware` per input (rows whose k-th and (k + 1)-th
+    neighbours are tied get expected memberships). The other neighbour metrics return the n x k lists
+    after checking that no tie decides the neighbour sets (or, for :data:`ORDERED_METRICS`, the
+    ordered lists).
 
     Raises
     ------
     ValueError
-        naming the representation and how many rows have tied neighbours at the k-th place (or inside
-        the list), so that the score would depend on the order of the rows.
+        (not for mutual_knn) naming the representation and how many rows have tied neighbours at the
+        k-th place (or inside the list), so that the score would depend on the order of the rows.
     """
     n = xs[0].shape[0]
     xs = [unit_scale(x) for x in xs]
     extra = 1 if k < n - 1 else 0
     lists = nearest_many(xs, k + extra)
     ordered = metric in ORDERED_METRICS
+    if metric == "mutual_knn":
+        return [TieAware(x, lst[:, :k], tied_rows(x, lst, k, False), k) for x, lst in zip(xs, lists)]
     for x, lst, name in zip(xs, lists, names):
         bad = int(tied_rows(x, lst, k, ordered).sum())
         if bad:
@@ -177,7 +242,7 @@ def determined_lists(xs: Sequence[torch.Tensor], k: int, metric: str, names: Seq
                 f"k={k} nearest neighbours (duplicate rows, a constant representation or discrete "
                 "features), so the score would depend on the order of the rows. De-duplicate the rows "
                 "(np.unique(x, axis=0) with the matching rows of the other representation), change k, "
-                "or use prhlib.limits.expected_mutual_knn (ties broken at random, in expectation)")
+                "or use mutual_knn (which resolves ties in expectation)")
     return [lst[:, :k] for lst in lists]
 
 
@@ -287,7 +352,10 @@ def per_sample_scores(a, b, metric: str = "mutual_knn", k: int = 10) -> np.ndarr
                          f"not {metric!r}")
     ta, tb = as_pair(a, b)
     k = check_k(k, ta.shape[0])
-    return neighbour_terms(metric, *determined_lists([ta, tb], k, metric, ("a", "b"))).cpu().numpy()
+    lists = determined_lists([ta, tb], k, metric, ("a", "b"))
+    if metric == "mutual_knn":
+        return tie_aware_terms(*lists).cpu().numpy()
+    return neighbour_terms(metric, *lists).cpu().numpy()
 
 
 def _score(metric: str, a, b, k: int) -> float:
@@ -320,12 +388,15 @@ def mutual_knn(a, b, k: int = 10) -> float:
     index lists, so memory is O(n k) beyond one block: n = 40,000 needs well under 1 GB where the
     official dense n x n masks need over 12 GB.
 
-    Tie rule (all neighbour metrics, their calibration and bootstrap): when a row's k-th and
-    (k + 1)-th most similar rows have equal dot products (duplicate rows, a constant representation,
-    discrete features) the neighbour set is not determined and any value would depend on the order
-    of the rows, so a ``ValueError`` says how many rows are affected (:func:`determined_lists`). The
-    ordered metrics (:func:`lcs_knn`, :func:`edit_distance_knn`) also refuse ties inside the list.
-    :func:`prhlib.limits.expected_mutual_knn` gives the tie-aware expectation instead. Each input is
+    Tie rule: when a row's k-th and (k + 1)-th most similar rows have equal dot products (duplicate
+    rows, a constant representation, discrete features) its neighbour set is not determined, and
+    breaking the tie by position would make the score depend on the order of the rows. Mutual k-NN
+    (with its calibration and layer search) therefore counts each tied candidate with its probability
+    of being a neighbour when the tie is broken uniformly at random (:class:`TieAware`): the expected
+    score, independent of row order, equal to the plain score when nothing is tied. The other
+    neighbour metrics raise a ``ValueError`` saying how many rows are affected
+    (:func:`determined_lists`); the ordered ones (:func:`lcs_knn`, :func:`edit_distance_knn`) also
+    refuse ties inside the list. Each input is
     first scaled by a power of two (exact; the metric is invariant to it) so that features near the
     float range's ends do not overflow.
     """
@@ -383,6 +454,12 @@ def neighbour_scorer(metric: str, A: list[torch.Tensor], B: list[torch.Tensor], 
     k = check_k(k, A[0].shape[0])
     names = [f"layers_a[{i}]" for i in range(len(A))] + [f"layers_b[{j}]" for j in range(len(B))]
     lists = determined_lists(list(A) + list(B), k, metric, names)
+    if metric == "mutual_knn":
+        if any(t.rows.numel() for t in lists):   # ties: each layer pair resolves them in expectation
+            ta, tb = lists[:len(A)], lists[len(A):]
+            return lambda perm=None: torch.stack([torch.stack([tie_aware_terms(a, b, perm).mean()
+                                                               for b in tb]) for a in ta])
+        lists = [t.lists for t in lists]
     ka, kb = lists[:len(A)], torch.stack(lists[len(A):])        # kb: (Lb, n, k)
 
     def score(perm=None):

@@ -408,8 +408,10 @@ def test_every_bibliography_entry_is_cited_somewhere():
 
 def test_api_reference_covers_every_prhlib_module():
     api = (ROOT / "book" / "api.md").read_text()
-    documented = set(re.findall(r"\.\. automodule:: prhlib\.(\w+)", api))
+    documented = set(re.findall(r"\.\. automodule:: prhlib\.([\w.]+)", api))
     modules = {p.stem for p in (ROOT / "prhlib").glob("*.py") if not p.stem.startswith("_")}
+    for pkg in (p for p in (ROOT / "prhlib").iterdir() if (p / "__init__.py").exists()):   # subpackages
+        modules |= {pkg.name} | {f"{pkg.name}.{m.stem}" for m in pkg.glob("*.py") if not m.stem.startswith("_")}
     assert not (modules - documented), f"book/api.md lacks automodule entries for {sorted(modules - documented)}"
     assert not (documented - modules), f"book/api.md documents modules that do not exist: {sorted(documented - modules)}"
 

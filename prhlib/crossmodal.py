@@ -345,3 +345,58 @@ def last_layer(feats) -> np.ndarray:
         raise ValueError(f"expected n x L x d features, got shape {feats.shape}")
     return feats[:, -1]
 
+
+
+# ---------------------------------------------------------------------------------------------
+# competence measured away from the evaluation pairs: a dictionary test
+# ---------------------------------------------------------------------------------------------
+def dictionary_items(n: int = 300, seed: int = 0, known_by: str | None = "glove50") -> tuple[list, list]:
+    """``n`` (term, definition) pairs for :func:`dictionary_test`, drawn with ``seed`` from the WordNet
+    definitions of the ImageNet classes (:func:`prhlib.data.load_definitions`).
+
+    ``known_by`` keeps only terms with at least one word in that word-vector model's vocabulary, so every
+    model is tested on the same terms (GloVe cannot embed a term none of whose words it knows); ``None``
+    keeps every term. Returns ``(terms, definitions)``, two lists of n strings in matching order.
+    """
+    from . import data, models   # the models extra, only when this test is used
+    n = check_int(n, "n", minimum=2)
+    terms, definitions = data.load_definitions()
+    vocab = models.get(known_by).vocab if known_by is not None else None
+    known = [i for i, term in enumerate(terms) if vocab is None or any(w in vocab for w in models.words(term))]
+    if n > len(known):
+        raise ValueError(f"n={n} exceeds the {len(known)} usable terms; choose n <= {len(known)}")
+    pick = np.sort(np.random.default_rng(check_int(seed, "seed", minimum=0)).choice(known, n, replace=False))
+    return [terms[i] for i in pick], [definitions[i] for i in pick]
+
+
+def definition_matching(terms_x, definitions_x) -> float:
+    """Top-1 accuracy of matching each term to its own definition by cosine similarity.
+
+    Parameters
+    ----------
+    terms_x, definitions_x : array-like, shapes (n, d)
+        Row i of both describes pair i. A zero row (a model that cannot embed the text) counts as a miss.
+
+    Returns
+    -------
+    float
+        In [0, 1]; guessing scores 1/n.
+    """
+    t, d = _matrix(terms_x, "terms_x"), _matrix(definitions_x, "definitions_x")
+    if t.shape != d.shape:
+        raise ValueError(f"terms_x {t.shape} and definitions_x {d.shape} must have the same shape")
+    tn, dn = np.linalg.norm(t, axis=1, keepdims=True), np.linalg.norm(d, axis=1, keepdims=True)
+    t = np.divide(t, tn, out=np.zeros_like(t), where=tn > 0)
+    d = np.divide(d, dn, out=np.zeros_like(d), where=dn > 0)
+    hits = (t @ d.T).argmax(axis=1) == np.arange(len(t))
+    return float(np.mean(hits & (tn[:, 0] > 0)))
+
+
+def dictionary_test(model: str, terms: Sequence[str], definitions: Sequence[str]) -> float:
+    """A text model's competence on data no alignment experiment sees: :func:`definition_matching` of
+    its last-layer features of ``terms`` and ``definitions``, embedded in one call (so models fitted on
+    their inputs, such as TF-IDF, put both in one space)."""
+    from . import features
+    terms, definitions = list(terms), list(definitions)
+    x = last_layer(features.extract_list(model, terms + definitions))
+    return definition_matching(x[:len(terms)], x[len(terms):])

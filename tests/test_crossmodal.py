@@ -182,3 +182,14 @@ def test_thread_limit_restores_the_thread_count():
     with pytest.raises(RuntimeError), limited(1):
         raise RuntimeError("boom")
     assert torch.get_num_threads() == before
+def test_definition_matching():
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(50, 8))
+    assert cm.definition_matching(t, t + 0.01 * rng.normal(size=t.shape)) == 1.0
+    z = t.copy(); z[:5] = 0
+    assert cm.definition_matching(z, t) == pytest.approx(0.9)
+    acc = np.mean([cm.definition_matching(rng.normal(size=(50, 8)), rng.normal(size=(50, 8)))
+                   for _ in range(50)])
+    assert acc < 0.06                      # chance is 1/50
+    with pytest.raises(ValueError, match="same shape"):
+        cm.definition_matching(t, t[:10])

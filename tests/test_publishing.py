@@ -458,15 +458,16 @@ def test_contributing_covers_chapters_models_and_tests():
     for section in ("## how to add a chapter", "## how to add a model to the registry", "## set up and run the tests"):
         assert section in lower, f"CONTRIBUTING.md lacks the section {section!r}"
     for needed in ("config.setup()", "glue(", "{exercise}", "{solution}", ":class: dropdown", "hide-output",
-                   "config.is_full()", "predict", "_SMALL", "_FULL", "Encoder", "make test", "pytest"):
+                   "config.is_full()", "predict", "_small_specs", "_full_specs", "ModelSpec", "Encoder", "make test", "pytest"):
         assert needed in CONTRIBUTING, f"CONTRIBUTING.md does not mention {needed!r}"
 
 
 def test_contributing_colab_cell_is_the_one_the_book_checks():
     org_repo = CONFIG["repository"]["url"].split("github.com/")[-1].strip("/")
-    assert f'%pip install -q "prhlib[colab] @ git+https://github.com/{org_repo}"' in CONTRIBUTING
+    assert f'REPO = "https://github.com/{org_repo}"' in CONTRIBUTING
+    assert '%pip install -q "prhlib[colab] @ git+{REPO}"' in CONTRIBUTING
     assert 'if "google.colab" in sys.modules:' in CONTRIBUTING
-    assert " ".join(makefile_var("APT_PKGS")) in CONTRIBUTING
+    assert f'PKGS = "{" ".join(makefile_var("APT_PKGS"))}"' in CONTRIBUTING
 
 
 def test_contributing_names_only_real_make_targets_and_files():

@@ -9,7 +9,7 @@
 Every layer is computed and cached once; ``layers`` only slices. The cache file is keyed by the model's
 weights identity, its pooling and layers, a content hash of the inputs (image pixels or caption strings)
 and the prhlib version, so chapters share features. Files are safetensors (no pickle), written
-atomically (:func:`prhlib._io.atomic_write`, with ``fsync``), with a checksum: a corrupt, partial,
+atomically (``prhlib._io.atomic_write``, with ``fsync``), with a checksum: a corrupt, partial,
 non-finite or wrongly typed file is detected and recomputed. The cache folder is checked *before* any
 feature is computed; ``cache=False`` bypasses it.
 """

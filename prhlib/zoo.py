@@ -319,7 +319,7 @@ class ZooModel(nn.Sequential):
     Attributes
     ----------
     arch : str
-        One of :data:`IMAGE_ARCHS` + :data:`TEXT_ARCHS`.
+        One of ``IMAGE_ARCHS`` + ``TEXT_ARCHS``.
     modality : str
         ``"image"`` or ``"text"``.
     prh_config : TrainConfig

@@ -411,7 +411,7 @@ def test_api_reference_covers_every_prhlib_module():
     documented = set(re.findall(r"\.\. automodule:: prhlib\.([\w.]+)", api))
     modules = {p.stem for p in (ROOT / "prhlib").glob("*.py") if not p.stem.startswith("_")}
     for pkg in (p for p in (ROOT / "prhlib").iterdir() if (p / "__init__.py").exists()):   # subpackages
-        modules |= {pkg.name} | {f"{pkg.name}.{m.stem}" for m in pkg.glob("*.py") if not m.stem.startswith("_")}
+        modules.add(pkg.name)   # documented as one page: the package re-exports its modules' names
     assert not (modules - documented), f"book/api.md lacks automodule entries for {sorted(modules - documented)}"
     assert not (documented - modules), f"book/api.md documents modules that do not exist: {sorted(documented - modules)}"
 

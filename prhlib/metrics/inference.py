@@ -636,7 +636,7 @@ def rank_correlation(x, y, method: str = "spearman", n_boot: int = 2000, permuta
     alpha : float
         1 - coverage of the interval (0.05: a 95 % interval).
     alternative : {"two-sided", "greater", "less"}
-        Two-sided compares |rho| with the |null| values; ``"greater"`` tests a positive association.
+        Two-sided compares the absolute correlation with the absolute null values; ``"greater"`` tests a positive association.
         p = (1 + #{null at least as extreme}) / (1 + K) (:func:`permutation_p_value`).
 
     Returns

@@ -86,7 +86,7 @@ def knn(x, k: int = 10, chunk_rows: int | None = None) -> torch.Tensor:
     Notes
     -----
     A partial top-k selection (O(n^2) for all rows) replaces the reference's full argsort
-    (O(n^2 log n)). ``x`` is first multiplied by a power of two (:func:`prhlib._checks.unit_scale`,
+    (O(n^2 log n)). ``x`` is first multiplied by a power of two (``prhlib._checks.unit_scale``,
     exact), so huge or tiny features do not overflow or underflow. Tied similarities are returned in
     an arbitrary order here; the metrics refuse them (the tie rule, :func:`determined_lists`).
     """
@@ -268,7 +268,7 @@ def _edge_lookup(knn_a: torch.Tensor):
 
 
 def overlap_counts(knn_a: torch.Tensor, knn_b: torch.Tensor) -> torch.Tensor:
-    """|N_A(i) ∩ N_B(i)| per row (``knn_b`` may carry leading batch dimensions, e.g. layers)."""
+    """The overlap size ``len(N_A(i) & N_B(i))`` per row (``knn_b`` may carry leading batch dimensions, e.g. layers)."""
     rows = torch.arange(knn_a.shape[0], device=knn_b.device).unsqueeze(1)
     return _edge_lookup(knn_a)(rows.expand_as(knn_b), knn_b).sum(dim=-1)
 

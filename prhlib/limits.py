@@ -312,7 +312,7 @@ def calibrated_grid(vision: Mapping[str, object], text: Mapping[str, object],
         An ``n x L x d`` array or a list of ``n x d_l`` arrays per model, all describing the same ``n``
         pairs.
     metric_names : sequence of str
-        From :data:`prhlib.metrics.METRICS`.
+        From ``METRICS``.
     k : int
         Neighbours, for the metrics that use them (``k`` is ignored by CKA, SVCCA, RSA, Procrustes and
         linear predictivity).

@@ -15,7 +15,7 @@ Global (kernel / geometry) metrics
     :func:`rsa`, :func:`procrustes_distance` / :func:`procrustes_similarity`,
     :func:`linear_predictivity` (cross-validated ridge :math:`R^2`, asymmetric); :func:`hsic` on kernels.
 Any metric by name
-    :func:`measure` (names in :data:`METRICS`; one registry, :data:`REGISTRY`, says for each metric
+    :func:`measure` (names in ``METRICS``; one registry, ``REGISTRY``, says for each metric
     what to call, its maximum, whether it takes k and which options it accepts).
 The paper's protocol over layers
     :func:`prepare`, :func:`layer_scores`, :func:`best_layer_pair`.

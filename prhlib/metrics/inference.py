@@ -152,7 +152,7 @@ def calibrate(a, b, metric: str = "mutual_knn", k: int | None = 10, permutations
     a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
         Used as given (call :func:`prepare` first for the paper's protocol).
     metric : str
-        One of :data:`METRICS`; ``"procrustes"`` is :func:`procrustes_similarity`.
+        One of ``METRICS``; ``"procrustes"`` is :func:`procrustes_similarity`.
     k : int or None
     permutations : int
         K; 200-500 is typical. The smallest reachable p-value is 1 / (K + 1).
@@ -280,7 +280,7 @@ def bootstrap_ci(a, b, metric: str = "mutual_knn", k: int | None = 10, n_boot: i
     ----------
     a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
     metric : str
-        One of :data:`METRICS`.
+        One of ``METRICS``.
     k : int or None
     n_boot : int
         Replicates.
@@ -425,7 +425,7 @@ def bootstrap_difference(first, second, metric: str = "mutual_knn", second_metri
     first, second : tuple (a, b)
         Two pairs of feature matrices, every matrix with the same n rows in the same item order.
     metric : str
-        Metric of the first pair (one of :data:`METRICS`).
+        Metric of the first pair (one of ``METRICS``).
     second_metric : str, optional
         Metric of the second pair; default ``metric``.
     k : int or None

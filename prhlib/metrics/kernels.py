@@ -6,7 +6,7 @@ r"""Kernel metrics in the style of Kornblith et al. (2019): small pure functions
 ``hsic``                                   the validated public version (float out)
 ``cka``, ``unbiased_cka``, ``cknna``       the metrics
 
-The unbiased estimator (Song et al. 2012) is written once, in :func:`unbiased_hsic_from_sums`, from
+The unbiased estimator (Song et al. 2012) is written once, in ``unbiased_hsic_from_sums``, from
 four sums; the matrix, feature-space and layer-stack computations all call it.
 """
 
@@ -102,7 +102,7 @@ def unbiased_hsic_from_sums(trace, sum_k, sum_l, cross, n: int):
 
 def hsic_unbiased(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     """Unbiased HSIC of two n x n kernels (n >= 4), in the official code's form (valid for
-    non-symmetric K, L): diagonals set to 0, then :func:`unbiased_hsic_from_sums`."""
+    non-symmetric K, L): diagonals set to 0, then ``unbiased_hsic_from_sums``."""
     Kt, Lt = K.clone(), L.clone()
     Kt.fill_diagonal_(0)
     Lt.fill_diagonal_(0)
@@ -310,7 +310,7 @@ def cknna(a, b, k: int | None = 10, unbiased: bool = True) -> float:
     HSIC of two non-symmetric matrices changes when they are swapped (its ``1^T K L 1`` term).
     O(n^2) memory (dense masks; the metric needs the masked kernels): about ten n x n float64
     matrices, checked against the available memory before allocating (a ``ValueError`` gives the
-    estimate and the largest n that fits). Ties at the k-th kernel value raise (:func:`cknna_mask`).
+    estimate and the largest n that fits). Ties at the k-th kernel value raise (``cknna_mask``).
     Each input is first scaled by a power of two (exact; CKNNA is invariant to it).
     """
     A, B = as_pair(a, b)
@@ -330,7 +330,7 @@ def cknna(a, b, k: int | None = 10, unbiased: bool = True) -> float:
 # layer stacks: each layer's kernel once, every (layer, layer, permutation) from it
 # ------------------------------------------------------------------------------------------------
 def fits_in_cache(n: int, n_layers: int) -> bool:
-    """Whether ``n_layers`` float64 n x n matrices fit in :data:`GRAM_CACHE_BYTES`."""
+    """Whether ``n_layers`` float64 n x n matrices fit in ``GRAM_CACHE_BYTES``."""
     return n_layers * n * n * 8 <= GRAM_CACHE_BYTES
 
 

@@ -75,7 +75,7 @@ def knn(x, k: int = 10, chunk_rows: int | None = None) -> torch.Tensor:
         1 <= k <= n - 1.
     chunk_rows : int, optional
         Rows of the similarity matrix built at once. Default: the whole matrix when it holds at most
-        :data:`CHUNK_ELEMENTS` values, else blocks of ``CHUNK_ELEMENTS // n`` rows, so memory stays
+        ``CHUNK_ELEMENTS`` values, else blocks of ``CHUNK_ELEMENTS // n`` rows, so memory stays
         O(n * chunk_rows), never O(n^2).
 
     Returns
@@ -88,7 +88,7 @@ def knn(x, k: int = 10, chunk_rows: int | None = None) -> torch.Tensor:
     A partial top-k selection (O(n^2) for all rows) replaces the reference's full argsort
     (O(n^2 log n)). ``x`` is first multiplied by a power of two (``prhlib._checks.unit_scale``,
     exact), so huge or tiny features do not overflow or underflow. Tied similarities are returned in
-    an arbitrary order here; the metrics refuse them (the tie rule, :func:`determined_lists`).
+    an arbitrary order here; the metrics refuse them (the tie rule, ``determined_lists``).
     """
     x = as_matrix(x, "x")
     return nearest(unit_scale(x), check_k(k, x.shape[0]), chunk_rows)
@@ -215,9 +215,9 @@ def tie_aware_terms(ta: TieAware, tb: TieAware, perm: torch.Tensor | None = None
 def determined_lists(xs: Sequence[torch.Tensor], k: int, metric: str, names: Sequence[str]) -> list:
     """:func:`nearest_many` of (power-of-two rescaled) inputs under the tie rule.
 
-    For ``mutual_knn`` the result is one :class:`TieAware` per input (rows whose k-th and (k + 1)-th
+    For ``mutual_knn`` the result is one ``TieAware`` per input (rows whose k-th and (k + 1)-th
     neighbours are tied get expected memberships). The other neighbour metrics return the n x k lists
-    after checking that no tie decides the neighbour sets (or, for :data:`ORDERED_METRICS`, the
+    after checking that no tie decides the neighbour sets (or, for ``ORDERED_METRICS``, the
     ordered lists).
 
     Raises
@@ -340,7 +340,7 @@ def per_sample_scores(a, b, metric: str = "mutual_knn", k: int = 10) -> np.ndarr
     ----------
     a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
     metric : str
-        One of :data:`NEIGHBOUR_METRICS`.
+        One of ``NEIGHBOUR_METRICS``.
     k : int
 
     Returns
@@ -392,10 +392,10 @@ def mutual_knn(a, b, k: int = 10) -> float:
     rows, a constant representation, discrete features) its neighbour set is not determined, and
     breaking the tie by position would make the score depend on the order of the rows. Mutual k-NN
     (with its calibration and layer search) therefore counts each tied candidate with its probability
-    of being a neighbour when the tie is broken uniformly at random (:class:`TieAware`): the expected
+    of being a neighbour when the tie is broken uniformly at random (``TieAware``): the expected
     score, independent of row order, equal to the plain score when nothing is tied. The other
     neighbour metrics raise a ``ValueError`` saying how many rows are affected
-    (:func:`determined_lists`); the ordered ones (:func:`lcs_knn`, :func:`edit_distance_knn`) also
+    (``determined_lists``); the ordered ones (:func:`lcs_knn`, :func:`edit_distance_knn`) also
     refuse ties inside the list. Each input is
     first scaled by a power of two (exact; the metric is invariant to it) so that features near the
     float range's ends do not overflow.

@@ -24,7 +24,7 @@ def measure(a, b, metric: str = "mutual_knn", k: int | None = 10, **options) -> 
     ----------
     a, b : array-like or torch.Tensor, shapes (n, d_a) and (n, d_b)
     metric : str
-        One of :data:`METRICS`.
+        One of ``METRICS``.
     k : int or None
         Neighbours, for the neighbour metrics and :func:`cknna`; ignored by the others.
     **options
@@ -151,7 +151,7 @@ def layer_scores(layers_a, layers_b, metric: str = "mutual_knn", k: int | None =
     ----------
     layers_a, layers_b : n x L x d arrays/tensors or lists of n x d_l layers
     metric : str
-        One of :data:`METRICS`.
+        One of ``METRICS``.
     k : int or None
         Neighbours (neighbour metrics and CKNNA).
     q : float or None

@@ -117,7 +117,10 @@ def to_tensor(x, name: str) -> torch.Tensor:
                              "dates?); convert it with np.asarray(x, dtype=float)")
         if np.iscomplexobj(arr):
             raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        arr = np.ascontiguousarray(arr)
+        if not arr.flags.writeable:   # read-only (e.g. a memory map): torch needs its own buffer
+            arr = arr.copy()
+        t = torch.from_numpy(arr)
     if t.is_complex():
         raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
     if t.dtype in (torch.float16, torch.bfloat16):

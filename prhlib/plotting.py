@@ -84,11 +84,11 @@ COMPACT_CSS = [{"selector": "th, td", "props": "font-size: 0.85em; padding: 2px 
 def compact_table(df, precision: int | str = 3, index: bool = True, na_rep: str = ""):
     """A pandas ``Styler`` of ``df`` in the book's compact table style (fits the page).
 
-    ``precision`` is a number of decimals or a format string such as ``"{:.2f}"``; ``index=False`` hides
-    the row index.
+    ``precision`` is a number of decimals or a format string such as ``"{:.2f}"`` for the float columns
+    (integer columns such as counts are shown as they are); ``index=False`` hides the row index.
     """
     fmt = precision if isinstance(precision, str) else f"{{:.{int(precision)}f}}"
-    numeric = df.select_dtypes("number").columns
+    numeric = df.select_dtypes("floating").columns   # integers (counts) stay as they are
     style = df.style.format(fmt, subset=list(numeric), na_rep=na_rep).set_table_styles(COMPACT_CSS)
     return style if index else style.hide(axis="index")
 

@@ -12,6 +12,8 @@ row i of every input describes pair i.
 from __future__ import annotations
 
 import math
+import warnings
+from contextlib import contextmanager
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -104,6 +106,43 @@ def calibrated_pairs(vision: Mapping[str, object], text: Mapping[str, object], *
 # ---------------------------------------------------------------------------------------------
 # competence: a linear probe
 # ---------------------------------------------------------------------------------------------
+def probe_cv(feats, labels: Sequence, groups: Sequence | None = None, folds: int = 5,
+             alphas: Sequence[float] = tuple(np.logspace(-1, 5, 13)), seed: int = 0):
+    """The linear probe of :func:`probe_accuracy` and its folds, validated: ``(pipeline, x, y, cv,
+    fit_kwargs)`` for scikit-learn's ``cross_val_score`` / ``cross_val_predict`` (run them inside
+    ``probe_context()``). One place for the probe, so accuracies and per-item errors
+    (:func:`prhlib.limits.probe_errors`) use the same probe and the same folds."""
+    from sklearn.linear_model import RidgeClassifierCV
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = _matrix(feats, "feats")
+    y = np.asarray(labels)
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"labels must hold one label per row of feats (same number of rows: "
+                         f"{x.shape[0]}), got shape {y.shape}")
+    if len(set(y.tolist())) < 2:
+        raise ValueError("labels must contain at least two classes")
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or not 2 <= folds <= len(y):
+        raise ValueError(f"folds must be an integer in [2, n={len(y)}], got {folds!r}")
+    clf = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=list(alphas)))
+    if groups is None:
+        return clf, x, y, StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed), {}
+    g = np.asarray(groups)
+    _same_rows((x, "feats"), (g, "groups"))
+    return clf, x, y, StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed), {"groups": g}
+
+
+@contextmanager
+def probe_context():
+    """One thread, and no warning for classes rarer than the number of folds (stratification is then
+    approximate)."""
+    with warnings.catch_warnings(), limited(1):
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        yield
+
+
 def probe_accuracy(feats, labels: Sequence, groups: Sequence | None = None, folds: int = 5,
                    alphas: Sequence[float] = tuple(np.logspace(-1, 5, 13)), seed: int = 0) -> float:
     """Cross-validated accuracy of a linear probe predicting ``labels`` from ``feats``.
@@ -126,32 +165,10 @@ def probe_accuracy(feats, labels: Sequence, groups: Sequence | None = None, fold
     -------
     float, mean test accuracy over folds
     """
-    import warnings
+    from sklearn.model_selection import cross_val_score
 
-    from sklearn.linear_model import RidgeClassifierCV
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    x = _matrix(feats, "feats")
-    y = np.asarray(labels)
-    _same_rows((x, "feats"), (y, "labels"))
-    if len(set(y.tolist())) < 2:
-        raise ValueError("labels must contain at least two classes")
-    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or not 2 <= folds <= len(y):
-        raise ValueError(f"folds must be an integer in [2, n={len(y)}], got {folds!r}")
-    clf = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=list(alphas)))
-    kw = {}
-    if groups is None:
-        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    else:
-        g = np.asarray(groups)
-        _same_rows((x, "feats"), (g, "groups"))
-        cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        kw["groups"] = g
-    with warnings.catch_warnings(), limited(1):
-        # classes rarer than `folds` cannot appear in every fold: stratification is then approximate
-        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+    clf, x, y, cv, kw = probe_cv(feats, labels, groups, folds, alphas, seed)
+    with probe_context():
         scores = cross_val_score(clf, x, y, cv=cv, **kw)
     return float(np.mean(scores))
 

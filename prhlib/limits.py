@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import metrics
+from . import crossmodal, metrics
 from ._checks import as_array as _as_2d, check_k
 from .crossmodal import calibrated_pairs
 from .metrics.neighbours import similarities
@@ -459,35 +459,10 @@ def probe_errors(feats, labels: Sequence, groups: Sequence | None = None, folds:
     numpy.ndarray of bool, shape (n,)
         True where the item's held-out prediction is wrong; ``1 - mean`` is the probe accuracy.
     """
-    import warnings
+    from sklearn.model_selection import cross_val_predict
 
-    from sklearn.linear_model import RidgeClassifierCV
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from ._threads import limited
-
-    x = _as_2d(feats, "feats")
-    y = np.asarray(labels)
-    if y.shape != (x.shape[0],):
-        raise ValueError(f"labels must hold one label per row of feats ({x.shape[0]}), got shape {y.shape}")
-    if len(set(y.tolist())) < 2:
-        raise ValueError("labels must contain at least two classes")
-    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or not 2 <= folds <= len(y):
-        raise ValueError(f"folds must be an integer in [2, n={len(y)}], got {folds!r}")
-    clf = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=list(alphas)))
-    kw = {}
-    if groups is None:
-        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    else:
-        g = np.asarray(groups)
-        if g.shape != y.shape:
-            raise ValueError(f"groups must hold one id per item ({len(y)}), got shape {g.shape}")
-        cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        kw["groups"] = g
-    with warnings.catch_warnings(), limited(1):
-        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+    clf, x, y, cv, kw = crossmodal.probe_cv(feats, labels, groups, folds, alphas, seed)
+    with crossmodal.probe_context():
         predicted = cross_val_predict(clf, x, y, cv=cv, **kw)
     return predicted != y
 

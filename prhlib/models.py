@@ -1218,6 +1218,30 @@ def spec(name: str) -> ModelSpec:
     return entry
 
 
+_DISPLAY_NAMES = MappingProxyType({
+    "efficientnet_lite0_random": "Lite0 (random)", "efficientnet_lite0": "EffNet-Lite0",
+    "efficientnet_lite1": "EffNet-Lite1", "efficientnet_lite2": "EffNet-Lite2", "pixels": "pixels",
+    "color_hist": "colour hist.", "minilm_l6_random": "MiniLM-L6 (random)", "tfidf": "TF-IDF",
+    "glove50": "GloVe-50", "wordllama": "WordLlama", "minilm_l3_onnx": "MiniLM-L3",
+    "minilm_l6": "MiniLM-L6",
+})
+
+
+def display_name(name: str) -> str:
+    """A short label for figures and tables: ``"EffNet-Lite0"`` for ``"efficientnet_lite0"``,
+    ``"base/16.mae"`` for ``"vit_base_patch16_224.mae"``; other names come back unchanged.
+
+    The one table of labels every chapter uses, so the same model has the same name on every page.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"name must be a model name (str), got {type(name).__name__}")
+    if name in _DISPLAY_NAMES:
+        return _DISPLAY_NAMES[name]
+    if name.startswith("vit_"):
+        return name[len("vit_"):].replace("_patch", "/").replace("_224", "")
+    return name
+
+
 def validate_inputs(inputs, modality: str) -> list:
     """Inputs as a list for ``modality``: RGB PIL images for ``"image"``, strings for ``"text"``."""
     if modality == "image":

@@ -636,3 +636,25 @@ def test_rsa_from_distances_and_mantel_test_agree_with_features():
     assert res.threshold == metrics.permutation_threshold(res.null, 0.05, observed=res.score)
     kendall = metrics.rsa_test(da, db, method="kendall", permutations=9)
     assert kendall.score == pytest.approx(metrics.rsa(a, b, method="kendall"), abs=1e-12)
+
+
+def test_prepared_layer_is_the_layer_the_protocol_scored():
+    rng = np.random.default_rng(0)
+    layers = [rng.normal(size=(40, 5)), 30 * rng.normal(size=(40, 7))]
+    full = metrics.prepare(layers)
+    for i in range(2):
+        np.testing.assert_allclose(metrics.prepared_layer(layers, i), full[i], atol=1e-6)
+    # preparing a layer alone would clamp at another threshold
+    assert not np.allclose(metrics.prepare(layers[0]), full[0])
+    concat = metrics.prepared_layer(layers, -1, include_concat=True)
+    assert concat.shape == (40, 12)
+    np.testing.assert_allclose(np.linalg.norm(concat, axis=1), 1, atol=1e-6)
+    # index -1 is the concatenation's score in best_layer_pair's numbering
+    b = rng.normal(size=(40, 12))
+    _, (i, j) = metrics.best_layer_pair(layers, [b], include_concat=True, k=5)
+    got = metrics.prepared_layer(layers, i, include_concat=True)
+    score = metrics.mutual_knn(got, metrics.prepared_layer([b], j, include_concat=True), k=5)
+    assert score == pytest.approx(metrics.best_layer_pair(layers, [b], include_concat=True, k=5)[0])
+    for bad in (2, -1, 1.0, True):
+        with pytest.raises(ValueError, match="index must be"):
+            metrics.prepared_layer(layers, bad)

@@ -344,3 +344,15 @@ def test_open_clip_towers_at_random_init():
     g = txt.embed(["a long caption about a great blue heron in a pond", "a frog"])
     np.testing.assert_allclose(txt.embed(["a frog"])[0], g[1], atol=1e-5)  # padding after EOT ignored
     assert g.shape[1] == len(txt.module.transformer.resblocks)
+
+
+def test_display_name_one_label_per_model():
+    assert models.display_name("efficientnet_lite0") == "EffNet-Lite0"
+    assert models.display_name("vit_base_patch16_224.mae") == "base/16.mae"
+    assert models.display_name("vit_base_patch16_224.augreg_in21k") != models.display_name(
+        "vit_base_patch16_224.mae")
+    assert models.display_name("bloomz-560m") == "bloomz-560m"
+    labels = [models.display_name(m) for m in models.REGISTRY]
+    assert len(set(labels)) == len(labels)
+    with pytest.raises(ValueError, match="model name"):
+        models.display_name(3)

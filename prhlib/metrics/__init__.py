@@ -18,7 +18,8 @@ Any metric by name
     :func:`measure` (names in ``METRICS``; one registry, ``REGISTRY``, says for each metric
     what to call, its maximum, whether it takes k and which options it accepts).
 The paper's protocol over layers
-    :func:`prepare`, :func:`layer_scores`, :func:`best_layer_pair`.
+    :func:`prepare`, :func:`layer_scores`, :func:`best_layer_pair`, :func:`prepared_layer` (the
+    layer a search chose, as it was scored).
 How far from chance?
     :func:`chance` (analytic null levels), :func:`calibrate` (permutation test, threshold, p-value,
     calibrated score), :func:`calibrate_layers` (the same for a maximum over layer pairs, "maxT"),
@@ -56,7 +57,7 @@ from .kernels import (GRAM_CACHE_BYTES, center, cka, cknna, gram_linear, gram_rb
                       hsic_unbiased, unbiased_cka)
 from .neighbours import (CHUNK_ELEMENTS, NEIGHBOUR_METRICS, cycle_knn, edit_distance_knn, knn, lcs_knn,
                          mutual_knn, per_sample_scores)
-from .protocol import best_layer_pair, layer_scores, measure, prepare
+from .protocol import best_layer_pair, layer_scores, measure, prepare, prepared_layer
 from .registry import METRICS, REGISTRY, MetricSpec, max_score
 
 __all__ = [
@@ -65,7 +66,7 @@ __all__ = [
     "gram_rbf", "center", "hsic", "hsic_biased", "hsic_unbiased", "cka", "unbiased_cka", "cknna",
     "svcca", "rsa", "rsa_from_distances", "rsa_test", "RSAResult", "procrustes_distance",
     "procrustes_similarity", "procrustes_rotation", "linear_predictivity", "measure", "max_score",
-    "prepare", "layer_scores", "best_layer_pair", "chance", "calibrate", "calibrate_layers",
+    "prepare", "prepared_layer", "layer_scores", "best_layer_pair", "chance", "calibrate", "calibrate_layers",
     "bootstrap_ci", "bootstrap_difference", "rank_correlation", "permutation_p_value",
     "permutation_threshold", "CalibrationResult", "BootstrapResult", "CorrelationResult",
     "DifferenceResult", "CHUNK_ELEMENTS", "GRAM_CACHE_BYTES",

@@ -134,6 +134,36 @@ def prepared_layers(layers, q, include_concat: bool = False, name: str = "layers
     return out
 
 
+def prepared_layer(layers, index: int, q: float | None = 0.95, include_concat: bool = False):
+    """One candidate layer exactly as the protocol scored it: the whole tensor clamped at its
+    ``q``-quantile, then this layer's rows l2-normalised (index -1 is the concatenation of all
+    layers when ``include_concat``, as :func:`best_layer_pair` numbers it).
+
+    Use it to look at the layers a grid or :func:`best_layer_pair` chose (retrieval, gallery
+    curves, per-sample scores): preparing one layer on its own would clamp at a different threshold.
+
+    Parameters
+    ----------
+    layers : n x L x d array/tensor or a list of n x d_l layers
+    index : int
+        ``0 <= index < L``, or ``-1`` with ``include_concat``.
+    q, include_concat
+        As in :func:`best_layer_pair`.
+
+    Returns
+    -------
+    n x d_index array (a tensor for a tensor input)
+    """
+    mats = prepared_layers(layers, q, include_concat, "layers")
+    shift = 1 if include_concat else 0
+    lo = -1 if include_concat else 0
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not lo <= index < len(mats) - shift:
+        raise ValueError(f"index must be an int in [{lo}, {len(mats) - shift - 1}] for these {len(mats) - shift} "
+                         f"layers{' (-1: all layers concatenated)' if include_concat else ''}, got {index!r}")
+    out = mats[int(index) + shift]
+    return out if isinstance(layers, torch.Tensor) else out.cpu().numpy()
+
+
 def prepared_pair(layers_a, layers_b, q, include_concat):
     A = prepared_layers(layers_a, q, include_concat, "layers_a")
     B = prepared_layers(layers_b, q, include_concat, "layers_b")

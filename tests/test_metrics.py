@@ -658,3 +658,20 @@ def test_prepared_layer_is_the_layer_the_protocol_scored():
     for bad in (2, -1, 1.0, True):
         with pytest.raises(ValueError, match="index must be"):
             metrics.prepared_layer(layers, bad)
+
+
+def test_tie_aware_layer_scorer_equals_the_per_pair_rule():
+    """The gather path of tied mutual k-NN layer scores equals the per-pair dense rule."""
+    from prhlib.metrics import neighbours as nb
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(30, 4))
+    tied = np.repeat(base, 2, axis=0)                   # duplicate rows: ties everywhere
+    layers_a = [torch.as_tensor(tied + 0.01 * rng.normal(size=tied.shape)), torch.as_tensor(tied)]
+    layers_b = [torch.as_tensor(np.round(rng.normal(size=(60, 3)), 1)), torch.as_tensor(tied[:, :2])]
+    lists = nb.determined_lists(layers_a + layers_b, 5, "mutual_knn", ["a0", "a1", "b0", "b1"])
+    ta, tb = lists[:2], lists[2:]
+    assert any(t.rows.numel() for t in lists)
+    fast = nb.tie_aware_scorer(ta, tb)
+    for perm in (None, torch.as_tensor(rng.permutation(60))):
+        slow = torch.stack([torch.stack([nb.tie_aware_terms(a, b, perm).mean() for b in tb]) for a in ta])
+        np.testing.assert_allclose(fast(perm).numpy(), slow.numpy(), rtol=0, atol=1e-12)

@@ -169,6 +169,31 @@ class TieAware:
         self.tied = tied
         self.weights = membership_weights(x, self.rows, k) if self.rows.numel() else None
 
+    def support(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's candidates and their membership weights, ``(idx, w)``, both n x m: the k
+        listed neighbours with weight 1, or for a tied row every candidate with a non-zero weight
+        (rows padded with weight 0)."""
+        n, k = self.lists.shape
+        if self.weights is None:
+            return self.lists, torch.ones((n, k), dtype=torch.float64, device=self.lists.device)
+        m = max(k, int((self.weights > 0).sum(dim=1).max()))
+        idx = torch.zeros((n, m), dtype=torch.long, device=self.lists.device)
+        w = torch.zeros((n, m), dtype=torch.float64, device=self.lists.device)
+        idx[:, :k], w[:, :k] = self.lists, 1.0
+        w[self.rows] = 0.0
+        top = self.weights.topk(m, dim=1)          # the non-zero weights come first
+        idx[self.rows], w[self.rows] = top.indices, top.values
+        return idx, w
+
+    def table(self) -> torch.Tensor:
+        """Every membership weight as one n x n matrix (float64 when a row is tied, else bool)."""
+        n = self.lists.shape[0]
+        if self.weights is None:
+            out = torch.zeros((n, n), dtype=torch.bool, device=self.lists.device)
+            out.scatter_(1, self.lists, True)
+            return out
+        return self.dense(torch.arange(n, device=self.lists.device))
+
     def dense(self, rows: torch.Tensor) -> torch.Tensor:
         """Membership weights of ``rows`` (m,) as an m x n float64 matrix."""
         n = self.lists.shape[0]
@@ -210,6 +235,33 @@ def tie_aware_terms(ta: TieAware, tb: TieAware, perm: torch.Tensor | None = None
         pb = tb.dense(b_rows[affected])[:, b_rows]
         terms[affected] = (pa * pb).sum(dim=1) / k
     return terms
+
+
+def tie_aware_scorer(ta: Sequence[TieAware], tb: Sequence[TieAware]):
+    """``perm -> La x Lb`` mean tie-aware mutual k-NN (:func:`tie_aware_terms`) of every layer pair,
+    or ``None`` when B's n x n weight tables would exceed ``8 * CHUNK_ELEMENTS`` bytes.
+
+    For each query i the sum :math:`\sum_j p^A_{ij}\, p^B_{\pi(i)\pi(j)}` runs over A's
+    candidates of i only (``TieAware.support``), reading B's weights from a dense table: one gather per
+    permutation instead of two n x n products per layer pair.
+    """
+    n, k = ta[0].lists.shape
+    size = sum(n * n * (8 if t.weights is not None else 1) for t in tb)
+    if size > 8 * CHUNK_ELEMENTS:
+        return None
+    tables = [t.table() for t in tb]
+    supports = [t.support() for t in ta]
+    arange = torch.arange(n, device=ta[0].lists.device)
+
+    def score(perm=None):
+        p = arange if perm is None else perm
+        out = torch.empty((len(ta), len(tb)), dtype=torch.float64, device=arange.device)
+        for i, (idx, w) in enumerate(supports):
+            rows, cols = p[:, None], p[idx]
+            for j, table in enumerate(tables):
+                out[i, j] = (table[rows, cols] * w).sum() / (n * k)
+        return out
+    return score
 
 
 def determined_lists(xs: Sequence[torch.Tensor], k: int, metric: str, names: Sequence[str]) -> list:
@@ -457,6 +509,9 @@ def neighbour_scorer(metric: str, A: list[torch.Tensor], B: list[torch.Tensor], 
     if metric == "mutual_knn":
         if any(t.rows.numel() for t in lists):   # ties: each layer pair resolves them in expectation
             ta, tb = lists[:len(A)], lists[len(A):]
+            fast = tie_aware_scorer(ta, tb)
+            if fast is not None:
+                return fast
             return lambda perm=None: torch.stack([torch.stack([tie_aware_terms(a, b, perm).mean()
                                                                for b in tb]) for a in ta])
         lists = [t.lists for t in lists]

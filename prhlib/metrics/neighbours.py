@@ -238,7 +238,7 @@ def tie_aware_terms(ta: TieAware, tb: TieAware, perm: torch.Tensor | None = None
 
 
 def tie_aware_scorer(ta: Sequence[TieAware], tb: Sequence[TieAware]):
-    """``perm -> La x Lb`` mean tie-aware mutual k-NN (:func:`tie_aware_terms`) of every layer pair,
+    r"""``perm -> La x Lb`` mean tie-aware mutual k-NN (:func:`tie_aware_terms`) of every layer pair,
     or ``None`` when B's n x n weight tables would exceed ``8 * CHUNK_ELEMENTS`` bytes.
 
     For each query i the sum :math:`\sum_j p^A_{ij}\, p^B_{\pi(i)\pi(j)}` runs over A's

@@ -49,7 +49,7 @@ def _unit_rows(x: np.ndarray, name: str) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 def alignment_grid(vision: Mapping[str, object], text: Mapping[str, object], metric: str = "mutual_knn",
                    k: int = 10, permutations: int = 200, alpha: float = 0.05, q: float = 0.95,
-                   seed: int = 0) -> pd.DataFrame:
+                   seed: int = 0, include_concat: bool = False) -> pd.DataFrame:
     """Best-layer alignment of every (vision, text) model pair, each calibrated by a maxT permutation test.
 
     Parameters
@@ -57,6 +57,10 @@ def alignment_grid(vision: Mapping[str, object], text: Mapping[str, object], met
     vision, text : mapping name -> layered features (n x L x d array or list of n x d_l layers)
     metric, k, permutations, alpha, q, seed
         Passed to :func:`prhlib.metrics.calibrate_layers` (the same permutations for every cell).
+    include_concat : bool
+        The paper-era candidate set: every layer plus all layers concatenated (layer index -1), as
+        the official code at commit 4dd084e searched; ``False`` (default) searches single layers only,
+        as the official code's HEAD does.
 
     Returns
     -------
@@ -68,7 +72,7 @@ def alignment_grid(vision: Mapping[str, object], text: Mapping[str, object], met
     """
     rows = []
     for vname, tname, r in calibrated_pairs(vision, text, metric=metric, k=k, q=q, permutations=permutations,
-                                            alpha=alpha, seed=seed):
+                                            alpha=alpha, seed=seed, include_concat=include_concat):
         va = vision[vname]
         i, j = int(r.layers[0]), int(r.layers[1])
         n = len(va[0]) if isinstance(va, (list, tuple)) else np.shape(va)[0]
@@ -88,7 +92,8 @@ def calibrated_pairs(vision: Mapping[str, object], text: Mapping[str, object], *
     ----------
     vision, text : mapping name -> layers
     **calibration
-        ``metric``, ``k``, ``q``, ``permutations``, ``alpha``, ``seed`` of ``calibrate_layers``.
+        ``metric``, ``k``, ``q``, ``permutations``, ``alpha``, ``seed``, ``include_concat`` of
+        ``calibrate_layers``.
 
     Returns
     -------

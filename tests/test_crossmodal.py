@@ -199,8 +199,8 @@ def test_alignment_grid_paper_era_candidates():
     rng = np.random.default_rng(0)
     v = {"v": [rng.normal(size=(60, 4)), rng.normal(size=(60, 6))]}
     t = {"t": [rng.normal(size=(60, 5))]}
-    plain = crossmodal.alignment_grid(v, t, k=5, permutations=9)
-    era = crossmodal.alignment_grid(v, t, k=5, permutations=9, include_concat=True)
+    plain = cm.alignment_grid(v, t, k=5, permutations=9)
+    era = cm.alignment_grid(v, t, k=5, permutations=9, include_concat=True)
     scores = metrics.layer_scores(v["v"], t["t"], k=5, include_concat=True)
     assert era.score.iloc[0] == pytest.approx(max(0.0, scores.max()))
     assert era.score.iloc[0] >= plain.score.iloc[0]

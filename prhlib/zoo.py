@@ -53,6 +53,7 @@ from . import __version__, config as _config, world
 from ._checks import check_int, check_seed
 from ._io import atomic_write
 from ._threads import limited
+from ._train import descend
 
 IMAGE_ARCHS = ("mlp", "cnn", "vit")
 TEXT_ARCHS = ("bow", "gru", "transformer")
@@ -798,26 +799,22 @@ def _fit(cfg: TrainConfig) -> tuple[ZooModel, dict]:
     towers = [model] + ([model.partner] if model.partner is not None else [])
     for tower in towers:
         tower.train()
+    def loss_of(batch: dict) -> torch.Tensor:
+        if logit_scale is not None:
+            batch["logit_scale"] = logit_scale
+        return loss_fn(model, batch)
+
     bar = _config.progress(range(cfg.epochs), desc=f"train {cfg.arch}/{cfg.objective}", leave=False)
     for epoch in bar:
         order = torch.randperm(cfg.n_train, generator=g)
         text_simclr = cfg.objective == "simclr" and cfg.modality == "text"
         views = _text_views(cfg, model, data, epoch) if text_simclr else None
-        for step in range(steps_per_epoch):
-            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            batch = _batch(cfg, tensors, idx, views, g, device)
-            if logit_scale is not None:
-                batch["logit_scale"] = logit_scale
-            loss = loss_fn(model, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if not math.isfinite(loss.item()):
-                raise RuntimeError(f"training diverged (loss {loss.item()}) for {cfg}; lower lr")
-            running = loss.item() if math.isnan(running) else 0.9 * running + 0.1 * loss.item()
+        batches = (_batch(cfg, tensors, order[step * cfg.batch_size:(step + 1) * cfg.batch_size], views, g,
+                          device) for step in range(steps_per_epoch))   # drawn lazily, one per step
+        for loss in descend(opt, batches, loss_of, sched, what=f"for {cfg}"):
+            running = loss if math.isnan(running) else 0.9 * running + 0.1 * loss
             if len(first) < 10:
-                first.append(loss.item())
+                first.append(loss)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{running:.3f}")
     seconds = time.perf_counter() - start

@@ -24,7 +24,7 @@ import torch
 from . import metrics
 from ._checks import as_array as _matrix, check_int
 from ._threads import limited
-from .metrics.neighbours import nearest
+from .metrics import neighbours
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,6 +192,12 @@ def majority_rate(labels: Sequence) -> float:
 def query_mutual_knn(a, b, n_queries: int, k: int) -> float:
     """Mutual k-NN averaged over the first ``n_queries`` rows only; neighbours are searched among all rows.
 
+    Ties follow the rule of :func:`prhlib.metrics.mutual_knn`: where a query's k-th and (k + 1)-th
+    most similar rows are tied (duplicate rows, e.g. a caption shared by several images), each tied
+    candidate counts with its probability of being a neighbour when the tie is broken uniformly at
+    random (``prhlib.metrics.neighbours.membership_weights``), so the score does not depend on the
+    order of the rows. Without ties it is the plain overlap of the neighbour lists.
+
     Parameters
     ----------
     a, b : n x d_a, n x d_b (used as given: l2-normalise first for cosine neighbours)
@@ -201,15 +207,19 @@ def query_mutual_knn(a, b, n_queries: int, k: int) -> float:
     Returns
     -------
     float
-        The mean over queries :math:`i` of :math:`|N_a(i) \\cap N_b(i)| / k`.
+        The mean over queries :math:`i` of :math:`\\sum_j p^A_{ij} p^B_{ij} / k`, i.e.
+        :math:`|N_a(i) \\cap N_b(i)| / k` where no tie is involved.
     """
     a, b = _matrix(a, "a"), _matrix(b, "b")
     n = _same_rows((a, "a"), (b, "b"))
     n_queries = check_int(n_queries, "n_queries", minimum=1, maximum=n)
     k = check_int(k, "k", minimum=1, maximum=n - 1)
-    na, nb = (nearest(torch.from_numpy(x), k, queries=n_queries) for x in (a, b))
-    overlap = (na[:, :, None] == nb[:, None, :]).sum(dim=(1, 2))    # |N_a(i) ∩ N_b(i)|, lists unique
-    return float(overlap.double().mean() / k)
+    xa, xb = torch.from_numpy(a), torch.from_numpy(b)   # float64
+    step = max(1, neighbours.CHUNK_ELEMENTS // (8 * n))   # query rows per block (a few float64 step x n arrays)
+    overlap = torch.cat([(neighbours.membership_weights(xa, rows, k)
+                          * neighbours.membership_weights(xb, rows, k)).sum(dim=1)
+                         for rows in torch.arange(n_queries).split(step)])
+    return float(overlap.mean() / k)
 
 
 def _resolve_k(k, n: int) -> int:

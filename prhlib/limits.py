@@ -40,7 +40,7 @@ import torch
 from . import crossmodal, metrics
 from ._checks import as_array as _as_2d, check_k
 from .crossmodal import calibrated_pairs
-from .metrics.neighbours import similarities
+from .metrics import neighbours
 
 #: Columns of :func:`prhlib.world.latent` (one object per scene) that each droppable attribute occupies.
 ATTRIBUTE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -125,62 +125,54 @@ def scene_features(z) -> np.ndarray:
     return centred / norms
 
 
-def knn_membership(x, k: int = 10, tol: float = 1e-9) -> np.ndarray:
+def knn_membership(x, k: int = 10) -> np.ndarray:
     r"""Probability that sample ``j`` is among the ``k`` nearest neighbours of sample ``i``, ties broken at random.
 
-    Neighbours are by dot product, self excluded, as in :func:`prhlib.metrics.mutual_knn`. Samples
-    strictly more similar than the ``k``-th largest similarity are neighbours with probability 1; the
-    ``t`` samples tied (within ``tol``) with it share the remaining ``k - s`` places, each with probability
-    :math:`(k - s)/t`. Without ties this is the 0/1 indicator of the usual neighbour lists.
+    The tie rule of :func:`prhlib.metrics.mutual_knn` (``prhlib.metrics.neighbours.TieAware``), as a
+    matrix: neighbours are by dot product, self excluded; samples strictly more similar than the
+    ``k``-th largest similarity are neighbours with probability 1, and the ``t`` samples tied with it
+    (equal up to the rounding of a float64 dot product) share the remaining ``k - s`` places, each
+    with probability :math:`(k - s)/t`. Without ties this is the 0/1 indicator of the usual neighbour
+    lists.
 
     Parameters
     ----------
     x : array-like, shape (n, d)
     k : int
         Between 1 and n - 1.
-    tol : float
-        Similarities within ``tol`` of each other count as tied.
 
     Returns
     -------
-    numpy.ndarray, shape (n, n)
+    numpy.ndarray, shape (n, n), float64
         Each row sums to ``k``; the diagonal is 0.
     """
     x = _as_2d(x, "x")
-    n = x.shape[0]
-    k = check_k(k, n)
-    sims = similarities(torch.from_numpy(x)).numpy()    # the dot products metrics.knn ranks, self at -inf
-    kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1:k]          # the k-th largest similarity per row
-    strict = sims > kth + tol
-    tied = np.abs(sims - kth) <= tol
-    share = (k - strict.sum(axis=1, keepdims=True)) / tied.sum(axis=1, keepdims=True)
-    return strict + tied * share
+    k = check_k(k, x.shape[0])
+    (sets,) = neighbours.determined_lists([torch.from_numpy(x)], k, "mutual_knn", ("x",))
+    return sets.table().double().numpy()
 
 
-def expected_mutual_knn(a, b, k: int = 10, tol: float = 1e-9) -> float:
+def expected_mutual_knn(a, b, k: int = 10) -> float:
     r"""Mutual k-NN when ties in either representation are broken at random: its expectation.
 
     :math:`\frac{1}{nk}\sum_i \sum_j P_A(j \in N(i))\, P_B(j \in N(i))`, with the tie-breaking of A and B
-    independent (:func:`knn_membership`). Equal to :func:`prhlib.metrics.mutual_knn` when no row has tied
-    neighbours; for a representation with repeated rows (a discrete attribute, a caption shared by several
-    images) it does not depend on the order of the samples, as an arbitrary tie-break would.
+    independent (:func:`knn_membership`). This is :func:`prhlib.metrics.mutual_knn`, whose tie rule
+    counts every tied candidate with this probability, computed on float64 copies of the inputs.
+    Without tied neighbours it is the plain mutual k-NN; for a representation with repeated rows (a
+    discrete attribute, a caption shared by several images) it does not depend on the order of the
+    samples, as an arbitrary tie-break would.
 
     Parameters
     ----------
     a, b : array-like, shapes (n, d_a) and (n, d_b)
         Used as given (dot-product neighbours).
     k : int
-    tol : float
 
     Returns
     -------
     float in [0, 1]
     """
-    a, b = _as_2d(a, "a"), _as_2d(b, "b")
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(f"a and b must describe the same samples, got {a.shape[0]} and {b.shape[0]} rows")
-    pa, pb = knn_membership(a, k, tol), knn_membership(b, k, tol)
-    return float((pa * pb).sum() / (a.shape[0] * k))
+    return neighbours.mutual_knn(_as_2d(a, "a"), _as_2d(b, "b"), k)
 
 
 def reference_observer(z, drop_a: Sequence[str] = (), drop_b: Sequence[str] = (), k: int = 10,

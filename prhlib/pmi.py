@@ -42,6 +42,7 @@ from torch import nn
 from . import __version__, config as _config, zoo
 
 from ._io import atomic_write
+from ._train import descend
 
 
 # --------------------------------------------------------------------------------------------------
@@ -380,23 +381,24 @@ def _fit(obs: np.ndarray, pairs: np.ndarray, cfg: LearnerConfig, checkpoints) ->
     model = build(x.shape[1], cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
-    snaps, losses = {}, []
-    with zoo.reproducible("cpu"):
-        for step in range(cfg.steps + 1):
-            if step in checkpoints:
-                with torch.no_grad():
-                    snaps[step] = model(x).numpy().copy()
-            if step == cfg.steps:
-                break
-            idx = torch.randint(len(p), (cfg.batch,), generator=g)
-            z = model(x)  # every state's embedding; the batch picks its pairs
-            loss = zoo.info_nce(z[p[idx, 0]], z[p[idx, 1]], cfg.temperature)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+
+    def embedding() -> np.ndarray:
         with torch.no_grad():
-            final = model(x).numpy().copy()
+            return model(x).numpy().copy()
+
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
+        z = model(x)  # every state's embedding; the batch picks its pairs
+        return zoo.info_nce(z[p[idx, 0]], z[p[idx, 1]], cfg.temperature)
+
+    batches = (torch.randint(len(p), (cfg.batch,), generator=g) for _ in range(cfg.steps))  # drawn lazily
+    with zoo.reproducible("cpu"):
+        snaps = {0: embedding()} if 0 in checkpoints else {}
+        losses = []
+        for step, loss in enumerate(descend(opt, batches, loss_of, what=f"for {cfg}"), start=1):
+            losses.append(loss)
+            if step in checkpoints:
+                snaps[step] = embedding()
+        final = embedding()
     return {"embedding": final, "checkpoints": np.array(sorted(snaps), dtype=np.int64),
             "snapshots": np.stack([snaps[s] for s in sorted(snaps)]) if snaps else np.zeros((0,) + final.shape),
             "loss": np.array(losses)}
@@ -407,9 +409,10 @@ def train(obs, pairs, cfg: LearnerConfig | None = None, checkpoints: Sequence[in
     """Train one encoder with InfoNCE on co-occurring pairs of one modality; cached on disk.
 
     The positives of a batch are ``(obs[a], obs[b])`` for sampled pairs ``(a, b)``; the other rows of
-    the batch are its negatives (:func:`prhlib.zoo.info_nce`, symmetric). This is the book's only
-    training loop outside :mod:`prhlib.zoo`; it exists because these encoders see a table of
-    observations, not the zoo's scenes.
+    the batch are its negatives (:func:`prhlib.zoo.info_nce`, symmetric). Each step draws ``batch``
+    pairs with replacement and goes through the zoo's own loop (``prhlib._train.descend``, shared
+    with :func:`prhlib.zoo.train`); only the batching differs, because these encoders see a table of
+    observations, not the zoo's scenes. A non-finite loss raises ``RuntimeError`` (lower ``lr``).
 
     Parameters
     ----------

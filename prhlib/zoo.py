@@ -50,7 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import __version__, config as _config, world
-from ._checks import check_int, check_seed
+from ._checks import check_int, check_seed, reject_unknown
 from ._io import atomic_write
 from ._threads import limited
 from ._train import descend
@@ -145,7 +145,14 @@ class TrainConfig:
         return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
     def replace(self, **changes) -> "TrainConfig":
+        """A copy with ``changes`` (field names of :class:`TrainConfig`; another name is a ``ValueError``)."""
+        reject_unknown(changes, "TrainConfig.replace", _fields())
         return dataclasses.replace(self, **changes)
+
+
+def _fields() -> tuple[str, ...]:
+    """The field names of :class:`TrainConfig` (the options :func:`grid` and ``replace`` accept)."""
+    return tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
 def _validate_config(c: TrainConfig) -> None:
@@ -186,15 +193,18 @@ def as_config(cfg) -> TrainConfig:
     if isinstance(cfg, TrainConfig):
         return cfg
     if isinstance(cfg, dict):
-        unknown = set(cfg) - {f.name for f in dataclasses.fields(TrainConfig)}
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {sorted(unknown)}")
+        reject_unknown(cfg, "TrainConfig", _fields())
         return TrainConfig(**cfg)
     raise ValueError(f"config must be a TrainConfig or a dict, got {type(cfg).__name__}")
 
 
 def grid(base: TrainConfig | dict | None = None, **axes) -> list[TrainConfig]:
-    """Every combination of ``axes`` applied to ``base``: ``grid(base, width=[8, 16], seed=[0, 1])``."""
+    """Every combination of ``axes`` applied to ``base``: ``grid(base, width=[8, 16], seed=[0, 1])``.
+
+    ``axes`` are field names of :class:`TrainConfig`, each with a list of values; another name is a
+    ``ValueError`` (listing the valid ones).
+    """
+    reject_unknown(axes, "zoo.grid", _fields())
     base = as_config(base or {})
     names = list(axes)
     return [base.replace(**dict(zip(names, combo))) for combo in itertools.product(*(axes[n] for n in names))]
@@ -673,8 +683,9 @@ def info_nce(za: torch.Tensor, zb: torch.Tensor, temperature=0.1) -> torch.Tenso
         raise ValueError(f"za and zb must both be n x d with n >= 2, got {tuple(za.shape)} and "
                          f"{tuple(zb.shape)}")
     t = temperature if isinstance(temperature, torch.Tensor) else float(temperature)
-    if not bool(torch.isfinite(torch.as_tensor(t))) or float(t) <= 0:
-        raise ValueError(f"temperature must be a finite positive number, got {float(t)}")
+    value = float(t.detach()) if isinstance(t, torch.Tensor) else t   # a learned one carries a gradient
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"temperature must be a finite positive number, got {value}")
     logits = F.normalize(za, dim=-1) @ F.normalize(zb, dim=-1).T / t
     target = torch.arange(len(za), device=za.device)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
@@ -799,6 +810,7 @@ def _fit(cfg: TrainConfig) -> tuple[ZooModel, dict]:
     towers = [model] + ([model.partner] if model.partner is not None else [])
     for tower in towers:
         tower.train()
+
     def loss_of(batch: dict) -> torch.Tensor:
         if logit_scale is not None:
             batch["logit_scale"] = logit_scale

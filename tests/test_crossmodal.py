@@ -205,3 +205,18 @@ def test_alignment_grid_paper_era_candidates():
     assert era.score.iloc[0] == pytest.approx(max(0.0, scores.max()))
     assert era.score.iloc[0] >= plain.score.iloc[0]
     assert era.layer_vision.iloc[0] >= -1 and plain.layer_vision.iloc[0] >= 0
+
+
+def test_query_mutual_knn_follows_the_tie_rule_of_mutual_knn():
+    """Duplicate rows (a caption shared by several images) tie at the k-th place: each query counts
+    every tied candidate with its probability, as mutual_knn does, whatever the order of the rows."""
+    rng = np.random.default_rng(0)
+    a = unit(np.eye(6)[rng.integers(0, 6, size=60)])        # six distinct rows, ten copies each
+    b = unit(rng.normal(size=(60, 5)))
+    per_query = metrics.per_sample_scores(a, b, "mutual_knn", k=5)
+    assert cm.query_mutual_knn(a, b, 60, 5) == pytest.approx(metrics.mutual_knn(a, b, k=5), abs=1e-12)
+    assert cm.query_mutual_knn(a, b, 20, 5) == pytest.approx(per_query[:20].mean(), abs=1e-12)
+    assert cm.query_mutual_knn(b, a, 20, 5) == pytest.approx(per_query[:20].mean(), abs=1e-12)
+    for seed in range(3):                                    # reorder the gallery, hence the tied rows
+        perm = np.concatenate([np.arange(20), 20 + np.random.default_rng(seed).permutation(40)])
+        assert cm.query_mutual_knn(a[perm], b[perm], 20, 5) == pytest.approx(per_query[:20].mean(), abs=1e-12)

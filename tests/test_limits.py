@@ -297,3 +297,18 @@ def test_probe_errors_match_the_probe_accuracy():
         limits.probe_errors(x, y[:-1])
     with pytest.raises(ValueError, match="two classes"):
         limits.probe_errors(x, np.zeros(120))
+
+
+def test_knn_membership_and_expected_mutual_knn_are_the_tie_rule_of_mutual_knn():
+    """One tie rule: the weights knn_membership gives are those mutual_knn counts, per sample."""
+    rng = np.random.default_rng(1)
+    a = np.eye(4)[rng.integers(0, 4, size=30)]               # heavy ties
+    b = a + 0.3 * rng.normal(size=a.shape)
+    pa, pb = limits.knn_membership(a, k=5), limits.knn_membership(b, k=5)
+    assert pa.dtype == np.float64 and set(np.unique(pb)) == {0.0, 1.0}
+    np.testing.assert_allclose((pa * pb).sum(axis=1) / 5, metrics.per_sample_scores(a, b, k=5), atol=1e-12)
+    assert limits.expected_mutual_knn(a, b, k=5) == metrics.mutual_knn(a, b, k=5)
+    # a tie is equality up to the rounding of a dot product: 1e-12 apart is not a tie
+    x = np.array([[1.0, 0.0], [0.5, 0.0], [0.5 + 1e-12, 0.0], [-1.0, 0.0]])
+    assert limits.knn_membership(x, k=1)[0].tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert limits.knn_membership(x[[0, 1, 1, 3]], k=1)[0].tolist() == [0.0, 0.5, 0.5, 0.0]

@@ -1,5 +1,7 @@
 """Tests of prhlib.pmi: the PMI estimator, the exact PMI of the toy law, the learner and the kernel tools."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -165,3 +167,24 @@ def test_embedding_reproduces_the_positive_part_and_affine_fit():
     assert pmi.negative_share(k) < 1e-12 and pmi.negative_share(-k) > 0.99
     fit = pmi.affine_fit(2 * k + 3, k)
     assert abs(fit["slope"] - 2) < 1e-9 and abs(fit["offset"] - 3) < 1e-9 and fit["r2"] > 0.999
+
+
+def test_checkpoints_are_the_embeddings_after_that_many_steps():
+    """The shared loop yields after each update: the snapshot at step s is what s steps give."""
+    t = pmi.torus_chain(SIZES)
+    pairs = pmi.sample_pairs(t, window=2, n_pairs=500, seed=0)
+    obs = pmi.random_observer(12, 8, seed=1)
+    cfg = pmi.LearnerConfig(width=8, steps=6, batch=32)
+    full = pmi.train(obs, pairs, cfg, checkpoints=(0, 3, 6), cache=False)
+    short = pmi.train(obs, pairs, dataclasses.replace(cfg, steps=3), cache=False)
+    assert full["checkpoints"].tolist() == [0, 3, 6] and len(full["loss"]) == 6
+    assert np.array_equal(full["snapshots"][1], short["embedding"])
+    assert np.array_equal(full["snapshots"][2], full["embedding"])
+    assert np.array_equal(full["loss"][:3], short["loss"])
+
+
+def test_a_diverging_learner_raises():
+    pairs = pmi.sample_pairs(pmi.torus_chain(SIZES), window=2, n_pairs=200, seed=0)
+    obs = pmi.random_observer(12, 4, seed=1)
+    with pytest.raises(RuntimeError, match="training diverged.*lower lr"):
+        pmi.train(obs, pairs, pmi.LearnerConfig(width=8, steps=20, batch=16, lr=1e30), cache=False)

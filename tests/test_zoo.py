@@ -76,7 +76,7 @@ def test_config_key_and_validation():
                        ({"world": {"text_drop": ("smell",)}}, "text_drop"), ({"arch": "vit", "width": 12}, "multiple")]:
         with pytest.raises(ValueError, match=match):
             zoo.TrainConfig(**bad)
-    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+    with pytest.raises(ValueError, match="TrainConfig got unknown keyword argument.*'widht'"):
         zoo.as_config({"widht": 3})
     # wrong types are named, never coerced (True is not a width, "x" is not a seed)
     for bad, match in [({"seed": "x"}, "seed"), ({"width": True}, "width"), ({"data_seed": 1.5}, "data_seed"),
@@ -223,3 +223,21 @@ def test_one_loss_per_objective_and_train_many():
     assert len(zoo.train_many([TINY_BOW.replace(epochs=1)])) == 1
     with pytest.raises(ValueError, match="dict"):
         zoo.train_many(TINY_BOW)
+
+
+def test_grid_and_replace_reject_unknown_options():
+    """A misspelt option is a ValueError naming it and the valid fields, not a raw TypeError."""
+    with pytest.raises(ValueError, match=r"zoo.grid got unknown keyword argument\(s\) 'bogus'.*width"):
+        zoo.grid(TINY_BOW, bogus=[1, 2])
+    with pytest.raises(ValueError, match="'widht'"):
+        zoo.grid(widht=[8], seed=[0])
+    with pytest.raises(ValueError, match="TrainConfig.replace got unknown keyword.*'sed'"):
+        TINY_BOW.replace(sed=1)
+    assert zoo.grid(TINY_BOW, seed=[3])[0] == TINY_BOW.replace(seed=3)
+
+
+def test_a_diverging_run_raises():
+    """The shared training loop refuses a non-finite loss instead of caching a broken model."""
+    cfg = zoo.TrainConfig(arch="mlp", width=8, depth=1, n_train=64, epochs=1, lr=1e30, tasks=("shape",))
+    with pytest.raises(RuntimeError, match="training diverged.*lower lr"):
+        zoo.train(cfg, force=True)

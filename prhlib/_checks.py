@@ -291,3 +291,21 @@ def check_memory(what: str, n: int, matrices: float, device: torch.device | None
                          f"n x n float64 matrices) but only {have / 1e9:.1f} GB is available: use at most "
                          f"n={largest} samples (a random subset), or a metric with O(n k) memory such as "
                          "mutual_knn")
+
+
+#: The clamp rules of :func:`prhlib.metrics.prepare`: ``"exact"`` (the official code with
+#: ``--precise``: one exact quantile of |x| over the whole tensor) and ``"per_sample"`` (the official
+#: command without ``--precise``: ``torch.quantile`` of each sample's |x|, averaged over samples).
+CLAMP_RULES = ("exact", "per_sample")
+
+
+def check_clamp(value, name: str = "clamp") -> str:
+    """``value`` if it is one of :data:`CLAMP_RULES`, else a ``ValueError`` naming the choices."""
+    if not isinstance(value, str) or value not in CLAMP_RULES:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, CLAMP_RULES))} (the exact global "
+                         f"quantile of |x|, or the official default: each sample's quantile, averaged); "
+                         f"got {value!r}")
+    return value
+
+
+__all__ += ["CLAMP_RULES", "check_clamp"]

@@ -286,17 +286,19 @@ def _calibrate(fn, label: str, show: bool, **kwargs):
 
 def align(layers_a: Sequence[np.ndarray], layers_b: Sequence[np.ndarray], layered: bool,
           metric: str = "mutual_knn", k: int | None = None, permutations: int = 1000, seed: int = 0,
-          alpha: float = 0.05, q: float | None = 0.95, progress: bool = False) -> dict:
+          alpha: float = 0.05, q: float | None = 0.95, progress: bool = False, clamp: str = "exact") -> dict:
     """Score, chance level, permutation threshold, p-value and calibrated score of two feature sets.
 
     One layer each: :func:`prhlib.metrics.calibrate` on the prepared features (clamp at the ``q``-quantile
-    of :math:`|x|`, l2-normalise rows; ``q=None`` uses them as given). Several layers: the paper's
+    of :math:`|x|`, l2-normalise rows; ``q=None`` uses them as given; ``clamp`` picks the threshold rule of
+    :func:`prhlib.metrics.prepare`: ``"exact"`` or ``"per_sample"``). Several layers: the paper's
     best-layer-pair protocol, calibrated by a maxT permutation test (:func:`prhlib.metrics.calibrate_layers`).
 
     Returns
     -------
     dict with ``score, chance, threshold, p_value, calibrated`` (and ``layers`` = the chosen
-    (layer of A, layer of B) when layered), plus ``metric, k, n, permutations, alpha, seed, q``.
+    (layer of A, layer of B) when layered), plus ``metric, k, n, permutations, alpha, seed, q, clamp``
+    (``clamp`` is None when ``q`` is None).
     ``chance`` is the analytic level of *one* pair, reported only where it holds for any features
     (:data:`DISTRIBUTION_FREE_CHANCE`; else None); for the best of many pairs, and for every other metric,
     the permutation threshold is the reference.
@@ -308,6 +310,10 @@ def align(layers_a: Sequence[np.ndarray], layers_b: Sequence[np.ndarray], layere
         raise UsageError(f"A has {n} rows but B has {layers_b[0].shape[0]}: row i of both files must describe "
                          "the same input")
     k = _check_align_args(metric, k, n, permutations, alpha, q)
+    from ._checks import CLAMP_RULES
+
+    if clamp not in CLAMP_RULES:
+        raise UsageError(f"--clamp must be one of {', '.join(CLAMP_RULES)}, got {clamp!r}")
     kw = dict(metric=metric, k=k, permutations=permutations, alpha=alpha, seed=seed)
     show = progress and permutations >= PROGRESS_FROM
     try:
@@ -315,11 +321,11 @@ def align(layers_a: Sequence[np.ndarray], layers_b: Sequence[np.ndarray], layere
             label = (f"maxT calibration: {permutations} permutations x {len(layers_a)} x {len(layers_b)} "
                      "layer pairs")
             res = _calibrate(metrics.calibrate_layers, label, show, layers_a=list(layers_a),
-                             layers_b=list(layers_b), q=q, **kw)
+                             layers_b=list(layers_b), q=q, clamp=clamp, **kw)
         else:
             a, b = layers_a[0], layers_b[0]
             if q is not None:
-                a, b = metrics.prepare(a, q=q), metrics.prepare(b, q=q)
+                a, b = metrics.prepare(a, q=q, clamp=clamp), metrics.prepare(b, q=q, clamp=clamp)
             res = _calibrate(metrics.calibrate, f"calibration: {permutations} permutations", show, a=a, b=b, **kw)
     except ValueError as exc:  # a degenerate input the library refuses (constant features, zero rows, ...)
         raise UsageError(str(exc).strip().splitlines()[0]) from None
@@ -327,7 +333,8 @@ def align(layers_a: Sequence[np.ndarray], layers_b: Sequence[np.ndarray], layere
            "p_value": res.p_value, "calibrated": res.calibrated}
     if layered:
         out["layers"] = [int(res.layers[0]), int(res.layers[1])]
-    out.update(metric=metric, k=k, n=n, permutations=permutations, alpha=alpha, seed=seed, q=q)
+    out.update(metric=metric, k=k, n=n, permutations=permutations, alpha=alpha, seed=seed, q=q,
+               clamp=None if q is None else clamp)
     return out
 
 
@@ -358,7 +365,7 @@ def _cmd_align(args) -> int:
     q = None if args.raw else args.q
     progress = not args.quiet and os.environ.get("PRH_PROGRESS", "1") != "0"
     res = align(A, B, layered, metric=args.metric, k=args.k, permutations=args.permutations, seed=args.seed,
-                alpha=args.alpha, q=q, progress=progress)
+                alpha=args.alpha, q=q, progress=progress, clamp=args.clamp)
     print(json.dumps(res) if args.json else _report(res, layered))
     return 0
 
@@ -510,6 +517,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ._checks import CLAMP_RULES
     from .metrics import METRICS
 
     parser = _Parser(prog="prhlib", description="Representational alignment with proper nulls "
@@ -534,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.05, help="level of the threshold (default: 0.05)")
     p.add_argument("--q", type=_q, default=0.95,
                    help="clamp quantile of the paper's preparation, then rows are l2-normalised (default: 0.95)")
+    p.add_argument("--clamp", choices=CLAMP_RULES, default="exact",
+                   help="clamp threshold: 'exact' q-quantile of |x| over all values (default; the official "
+                   "--precise) or 'per_sample': each row's quantile, averaged (the official command's default)")
     p.add_argument("--raw", action="store_true", help="use the features as given (no clamp, no normalisation)")
     p.add_argument("--json", action="store_true", help="print one JSON object and nothing else on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress indicator on stderr")

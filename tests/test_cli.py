@@ -299,3 +299,53 @@ def test_features_of_an_image_folder(tmp_path, capsys):
     assert status == 0, err
     with np.load(tmp_path / "v.npz") as z:
         assert len(z.files) > 1 and all(z[k].shape[0] == 12 for k in z.files)
+
+
+# --------------------------------------------------------------------------------------------------
+# --clamp: the two official clamp rules
+# --------------------------------------------------------------------------------------------------
+def test_align_clamp_per_sample_matches_the_library(tmp_path, capsys):
+    a, b = related()
+    rng = np.random.default_rng(4)
+    a = a * np.exp(rng.normal(size=(80, 1))).astype(np.float32)      # samples of different sizes
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    status, out, err = run(["align", tmp_path / "a.npy", tmp_path / "b.npy", "-k", 5, "--permutations", 19,
+                            "--clamp", "per_sample", "--json"], capsys)
+    assert status == 0, err
+    res = json.loads(out)
+    want = metrics.calibrate(metrics.prepare(a, clamp="per_sample"), metrics.prepare(b, clamp="per_sample"),
+                             k=5, permutations=19, seed=0)
+    assert res["clamp"] == "per_sample" and res["score"] == pytest.approx(want.score)
+    assert res["threshold"] == pytest.approx(want.threshold)
+    status, out, _ = run(["align", tmp_path / "a.npy", tmp_path / "b.npy", "-k", 5, "--permutations", 19,
+                          "--json"], capsys)
+    exact = json.loads(out)
+    assert status == 0 and exact["clamp"] == "exact" and exact["score"] != res["score"]
+
+
+def test_align_layers_pass_the_clamp_to_calibrate_layers(tmp_path, capsys):
+    a, b = related()
+    rng = np.random.default_rng(6)
+    layers_a = [a * np.exp(rng.normal(size=(80, 1))), a + rng.standard_t(2, size=a.shape)]
+    layers_b = [b, rng.normal(size=(80, 4))]
+    np.savez(tmp_path / "a.npz", *layers_a)
+    np.savez(tmp_path / "b.npz", *layers_b)
+    status, out, err = run(["align", tmp_path / "a.npz", tmp_path / "b.npz", "--permutations", 20,
+                            "--clamp", "per_sample", "--json"], capsys)
+    assert status == 0, err
+    res = json.loads(out)
+    want = metrics.calibrate_layers(layers_a, layers_b, permutations=20, seed=0, clamp="per_sample")
+    assert tuple(res["layers"]) == want.layers and res["score"] == pytest.approx(want.score)
+    assert res["p_value"] == pytest.approx(want.p_value)
+
+
+def test_align_raw_reports_no_clamp_and_a_bad_clamp_is_a_usage_error(files, capsys):
+    tmp, _, _ = files
+    status, out, _ = run(["align", tmp / "a.npy", tmp / "b.npy", "--raw", "--permutations", 5, "--json"],
+                         capsys)
+    assert status == 0 and json.loads(out)["clamp"] is None
+    status, out, err = run(["align", tmp / "a.npy", tmp / "b.npy", "--clamp", "global"], capsys)
+    assert status == 2 and out == "" and "--clamp" in err and "per_sample" in err
+    with pytest.raises(cli.UsageError, match="--clamp must be one of"):
+        cli.align([np.ones((20, 2))], [np.ones((20, 2))], layered=False, k=3, clamp="median")

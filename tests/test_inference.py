@@ -197,3 +197,22 @@ def test_bootstrap_difference_covers_the_population_difference(rho):
         res = metrics.bootstrap_difference(pair, pair, "cka", "procrustes", n_boot=150, seed=r)
         cover.append(res.low <= target <= res.high)
     assert 0.88 <= np.mean(cover) <= 1.0, np.mean(cover)
+
+
+@pytest.mark.parametrize("clamp", ["exact", "per_sample"])
+def test_calibrate_layers_clamps_once_with_the_chosen_rule(clamp):
+    """calibrate_layers(clamp=...) equals the calibration of layers prepared with that rule and used as
+    given: same observed pair, same null (the clamp is not redone per permutation)."""
+    rng = np.random.default_rng(21)
+    z = rng.normal(size=(70, 4))
+    scale = np.exp(rng.normal(size=(70, 1, 1)))      # samples of different sizes: the rules differ
+    a = scale * (z @ rng.normal(size=(4, 24))).reshape(70, 2, 12) + rng.standard_t(2, size=(70, 2, 12))
+    b = scale * (z @ rng.normal(size=(4, 30))).reshape(70, 3, 10) + rng.standard_t(2, size=(70, 3, 10))
+    got = metrics.calibrate_layers(a, b, k=5, permutations=29, seed=1, clamp=clamp)
+    want = metrics.calibrate_layers(metrics.prepare(a, clamp=clamp), metrics.prepare(b, clamp=clamp), k=5,
+                                    q=None, permutations=29, seed=1)
+    assert (got.score, got.layers, got.p_value) == (want.score, want.layers, want.p_value)
+    np.testing.assert_array_equal(got.null, want.null)
+    other = metrics.calibrate_layers(a, b, k=5, permutations=29, seed=1,
+                                     clamp="exact" if clamp == "per_sample" else "per_sample")
+    assert other.score != got.score

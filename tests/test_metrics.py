@@ -675,3 +675,144 @@ def test_tie_aware_layer_scorer_equals_the_per_pair_rule():
     for perm in (None, torch.as_tensor(rng.permutation(60))):
         slow = torch.stack([torch.stack([nb.tie_aware_terms(a, b, perm).mean() for b in tb]) for a in ta])
         np.testing.assert_allclose(fast(perm).numpy(), slow.numpy(), rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------------
+# the two clamp rules of the official code (issue #17): exact global quantile vs per-sample, averaged
+# --------------------------------------------------------------------------------------------------
+def official_per_sample_threshold(x: torch.Tensor, q: float) -> float:
+    """Hand transcription of the official rule without --precise: torch.quantile of each sample's |x|
+    (flattened over its L x d values, default linear interpolation), averaged over samples."""
+    return float(torch.quantile(x.abs().flatten(start_dim=1), q, dim=1).mean())
+
+
+def official_exact_threshold(x: torch.Tensor, q: float) -> float:
+    """Hand transcription of the official rule with --precise: sorted |x| at index int(q * numel)."""
+    return float(x.reshape(-1).abs().sort().values[int(q * x.numel())])
+
+
+def scaled_heavy_tails(n=50, L=3, d=32, seed=0, dtype=np.float32):
+    """Student-t(2) values, each sample with its own log-normal scale (samples differ in size)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_t(2, size=(n, L, d)) * np.exp(rng.normal(0, 1.0, size=(n, 1, 1)))
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("shape", [(50, 3, 32), (37, 1, 101), (20, 5, 7), (64, 2, 500)])
+@pytest.mark.parametrize("q", [0.5, 0.9, 0.95, 0.99, 0.999])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_per_sample_clamp_threshold_is_the_official_formula(shape, q, dtype):
+    from prhlib.metrics.protocol import clamp_threshold
+
+    x = torch.from_numpy(scaled_heavy_tails(*shape, seed=sum(shape), dtype=dtype))
+    mats = [x[:, i, :] for i in range(x.shape[1])]
+    got = clamp_threshold(mats, q, "per_sample")
+    assert got.dtype == x.dtype
+    assert float(got) == official_per_sample_threshold(x, q)       # bit for bit on the installed torch
+    assert float(clamp_threshold(mats, q)) == official_exact_threshold(x, q)
+
+
+def test_per_sample_threshold_torch_selection_path_equals_the_numpy_path():
+    """The kthvalue branch (used off the CPU) gives the same order statistics as np.partition."""
+    from prhlib.metrics.protocol import _row_order_statistics
+
+    rows = torch.from_numpy(np.abs(scaled_heavy_tails(30, 1, 77, seed=5)[:, 0]))
+    for lo, hi in [(0, 0), (40, 41), (76, 76), (72, 73)]:
+        for a, b in zip(_row_order_statistics(rows, lo, hi, True), _row_order_statistics(rows, lo, hi, False)):
+            assert torch.equal(a, b)
+
+
+def test_per_sample_prepare_clamps_at_the_official_threshold():
+    x = scaled_heavy_tails()
+    t = official_per_sample_threshold(torch.from_numpy(x), 0.95)
+    got = metrics.prepare(x, clamp="per_sample")
+    want = metrics.prepare(np.clip(x, -np.float32(t), np.float32(t)), q=1)   # clip, then only normalise
+    assert np.array_equal(got, want)
+    # a 2-D input: each row's quantile over its d values
+    one = x[:, 0, :]
+    t1 = official_per_sample_threshold(torch.from_numpy(one), 0.9)
+    assert np.array_equal(metrics.prepare(one, q=0.9, clamp="per_sample"),
+                          metrics.prepare(np.clip(one, -np.float32(t1), np.float32(t1)), q=1))
+
+
+def test_per_sample_clamp_pools_a_rows_values_across_a_list_of_layers():
+    """Layers of different widths: row i's quantile is over all its layers' values, as for a tensor."""
+    x = scaled_heavy_tails(40, 3, 16, seed=2)
+    layers = [x[:, 0, :], x[:, 1, :9], x[:, 2, :5]]
+    pooled = torch.from_numpy(np.concatenate(layers, axis=1))
+    t = np.float32(official_per_sample_threshold(pooled, 0.95))
+    got = metrics.prepare(layers, clamp="per_sample")
+    want = metrics.prepare([np.clip(m, -t, t) for m in layers], q=1)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
+
+
+def test_default_clamp_is_unchanged_exact_rule():
+    """clamp="exact" is the default everywhere and is the old rule: clip at sorted(|x|)[int(q numel)]."""
+    x = scaled_heavy_tails(seed=3)
+    y = scaled_heavy_tails(50, 2, 20, seed=4, dtype=np.float64)
+    for q in (0.9, 0.95):
+        t = np.float32(official_exact_threshold(torch.from_numpy(x), q))
+        default = metrics.prepare(x, q=q)
+        assert np.array_equal(default, metrics.prepare(x, q=q, clamp="exact"))
+        assert np.array_equal(default, metrics.prepare(np.clip(x, -t, t), q=1))
+    assert np.array_equal(metrics.layer_scores(x, y, k=5), metrics.layer_scores(x, y, k=5, clamp="exact"))
+    assert metrics.best_layer_pair(x, y, k=5) == metrics.best_layer_pair(x, y, k=5, clamp="exact")
+    assert np.array_equal(metrics.prepared_layer(x, 1), metrics.prepared_layer(x, 1, clamp="exact"))
+    a, b = metrics.calibrate_layers(x, y, k=5, permutations=9), metrics.calibrate_layers(
+        x, y, k=5, permutations=9, clamp="exact")
+    assert (a.score, a.threshold, a.p_value, a.layers) == (b.score, b.threshold, b.p_value, b.layers)
+
+
+def test_per_sample_clamp_is_threaded_through_the_layer_functions():
+    x = scaled_heavy_tails(seed=6)
+    y = scaled_heavy_tails(50, 2, 20, seed=7)
+    px, py = metrics.prepare(x, clamp="per_sample"), metrics.prepare(y, clamp="per_sample")
+    want = metrics.layer_scores(px, py, k=5, q=None)
+    got = metrics.layer_scores(x, y, k=5, clamp="per_sample")
+    np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(got, metrics.layer_scores(x, y, k=5))
+    score, pair = metrics.best_layer_pair(x, y, k=5, clamp="per_sample")
+    assert score == pytest.approx(max(0.0, want.max())) and want[pair] == pytest.approx(score)
+    assert np.array_equal(metrics.prepared_layer(x, 2, clamp="per_sample"), px[:, 2])
+    # the concatenation candidate is clamped at the same (whole-tensor) threshold
+    concat = metrics.prepared_layer(x, -1, include_concat=True, clamp="per_sample")
+    t = np.float32(official_per_sample_threshold(torch.from_numpy(x), 0.95))
+    flat = np.clip(x, -t, t).reshape(50, -1)
+    np.testing.assert_allclose(concat, flat / np.linalg.norm(flat, axis=1, keepdims=True), rtol=1e-6)
+    res = metrics.calibrate_layers(x, y, k=5, permutations=9, clamp="per_sample")
+    assert res.score == pytest.approx(score) and res.layers == pair
+
+
+def test_per_sample_and_exact_clamps_differ_on_heavy_tailed_samples_of_different_sizes():
+    from prhlib.metrics.protocol import clamp_threshold
+
+    x = torch.from_numpy(scaled_heavy_tails(200, 3, 64, seed=8))
+    mats = [x[:, i, :] for i in range(3)]
+    exact, per_sample = float(clamp_threshold(mats, 0.99)), float(clamp_threshold(mats, 0.99, "per_sample"))
+    assert per_sample < 0.8 * exact                       # measured: 0.60
+    g = torch.from_numpy(np.random.default_rng(9).normal(size=(200, 3, 64)).astype(np.float32))
+    gm = [g[:, i, :] for i in range(3)]
+    ratio = float(clamp_threshold(gm, 0.99, "per_sample")) / float(clamp_threshold(gm, 0.99))
+    assert 0.9 < ratio < 1.02                             # identically distributed rows: 0.97
+
+
+@pytest.mark.parametrize("clamp", ["Exact", "global", "per-sample", None, 1])
+def test_unknown_clamp_raises_everywhere(clamp):
+    x = scaled_heavy_tails(20, 2, 6)
+    calls = [lambda: metrics.prepare(x, clamp=clamp), lambda: metrics.prepare(x, q=1, clamp=clamp),
+             lambda: metrics.prepared_layer(x, 0, q=None, clamp=clamp),
+             lambda: metrics.layer_scores(x, x, k=3, clamp=clamp),
+             lambda: metrics.best_layer_pair(x, x, k=3, clamp=clamp),
+             lambda: metrics.calibrate_layers(x, x, k=3, permutations=3, clamp=clamp)]
+    for call in calls:
+        with pytest.raises(ValueError, match="clamp must be one of 'exact', 'per_sample'"):
+            call()
+
+
+def test_per_sample_clamp_edge_cases():
+    x = scaled_heavy_tails(20, 2, 6)
+    assert np.array_equal(metrics.prepare(x, q=1, clamp="per_sample"), metrics.prepare(x, q=1))
+    sparse = np.zeros((10, 1, 40))
+    sparse[:, 0, 0] = 1.0
+    with pytest.raises(ValueError, match="per-sample quantile"):
+        metrics.prepare(sparse, clamp="per_sample")

@@ -101,3 +101,39 @@ def test_layer_case_calibration_reports_the_same_observed_pair():
                                    q=LAYER["q"], permutations=19, seed=0)
     want = LAYER["expected"]["mutual_knn"]
     assert abs(res.score - want["score"]) <= 1e-5 and list(res.layers) == list(want["layers"])
+
+
+# The two clamp rules of the official ``remove_outliers`` (``--precise``: exact; without it, the README's
+# command: per-sample torch.quantile, averaged), run once by tests/data/reference/make_clamp_reference.py
+# on the tensors of clamp_cases.npz. Read from REF when it has them (a swapped-in set), else tests/data.
+CLAMP_DIR = REF if (REF / "clamp_expected.json").exists() else ROOT / "tests" / "data" / "reference"
+CLAMP = json.loads((CLAMP_DIR / "clamp_expected.json").read_text())
+CLAMP_CASES = np.load(CLAMP_DIR / "clamp_cases.npz")
+
+
+@pytest.mark.parametrize("key", sorted(CLAMP["thresholds"]))
+def test_clamp_threshold_matches_the_official_remove_outliers(key):
+    from prhlib.metrics.protocol import clamp_threshold
+
+    name, q, rule = key.split("|")
+    x = torch.from_numpy(CLAMP_CASES[name])
+    got = float(clamp_threshold([x[:, i, :] for i in range(x.shape[1])], float(q), rule))
+    want = CLAMP["thresholds"][key]
+    assert got == pytest.approx(want, rel=1e-6, abs=0), (key, got, want)   # bit-identical on torch 2.14
+
+
+@pytest.mark.parametrize("key", sorted(CLAMP["layer_pair"]))
+def test_best_layer_pair_matches_the_official_loop_under_each_clamp(key):
+    want = CLAMP["layer_pair"][key]
+    rule = key.split("|")[1]
+    score, layers = metrics.best_layer_pair(CLAMP_CASES["pair__A"], CLAMP_CASES["pair__B"], k=want["k"],
+                                            q=want["q"], clamp=rule, include_concat=want["include_concat"])
+    assert abs(score - want["score"]) <= TOLERANCE["mutual_knn"] and list(layers) == want["layers"], (key, score)
+
+
+def test_the_clamp_reference_separates_the_two_rules():
+    """The stored case is one where the rules disagree, so the test above can tell them apart."""
+    pair = CLAMP["layer_pair"]
+    assert abs(pair["dcd76ba|exact"]["score"] - pair["dcd76ba|per_sample"]["score"]) > 10 * TOLERANCE["mutual_knn"]
+    t = CLAMP["thresholds"]
+    assert t["heavy|0.95|per_sample"] < 0.9 * t["heavy|0.95|exact"]

@@ -184,7 +184,7 @@ def calibrate(a, b, metric: str = "mutual_knn", k: int | None = 10, permutations
 
 def calibrate_layers(layers_a, layers_b, metric: str = "mutual_knn", k: int | None = 10,
                      q: float | None = 0.95, permutations: int = 200, alpha: float = 0.05, seed: int = 0,
-                     include_concat: bool = False, **kwargs) -> CalibrationResult:
+                     include_concat: bool = False, clamp: str = "exact", **kwargs) -> CalibrationResult:
     """Calibrate the paper's best-layer-pair score with a maxT permutation test.
 
     The observed score is :func:`best_layer_pair`'s (max over all layer pairs, floored at 0). Under
@@ -202,6 +202,10 @@ def calibrate_layers(layers_a, layers_b, metric: str = "mutual_knn", k: int | No
         Add the concatenation of all layers as one more candidate per model (index -1), as in the
         paper-era official code (:func:`best_layer_pair`); the maxT null then maximises over the
         enlarged candidate set too.
+    clamp : {"exact", "per_sample"}
+        The clamp threshold rule of :func:`prepare` (exact global quantile, or the official
+        command's default: per-sample quantiles averaged). The clamp is applied once, before the
+        permutations.
 
     Returns
     -------
@@ -209,7 +213,7 @@ def calibrate_layers(layers_a, layers_b, metric: str = "mutual_knn", k: int | No
         With ``.layers`` = the observed arg-max pair.
     """
     permutations, alpha, seed = _check_permutations(permutations, alpha, seed)
-    A, B = prepared_pair(layers_a, layers_b, q, include_concat)
+    A, B = prepared_pair(layers_a, layers_b, q, include_concat, clamp)
     scorer = layer_scorer(metric, A, B, k, kwargs, where="calibrate_layers")
     observed, layers = best_of(scorer(None), include_concat)
     with limited(1):   # each permutation is a little work: thread wake-ups would dominate

@@ -10,10 +10,12 @@ The path from two layered tensors to the paper's score is short::
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-from .._checks import as_layers, as_matrix, check_bool, check_float, to_tensor
+from .._checks import as_layers, as_matrix, check_bool, check_clamp, check_float, to_tensor
 from .registry import layer_scorer, metric_function
 
 
@@ -38,9 +40,16 @@ def measure(a, b, metric: str = "mutual_knn", k: int | None = 10, **options) -> 
     return metric_function(metric, k, options, where="measure")(a, b)
 
 
-def clamp_threshold(mats: list[torch.Tensor], q: float) -> torch.Tensor:
-    """The official "exact" quantile ``sorted(|x|)[int(q * numel)]`` over all layers, by selection
-    (O(numel)) instead of a full sort."""
+def clamp_threshold(mats: list[torch.Tensor], q: float, clamp: str = "exact") -> torch.Tensor:
+    """The clamp threshold of :func:`prepare` for the layers ``mats`` (each n x d_l), all layers
+    together.
+
+    ``clamp="exact"``: the official ``--precise`` rule ``sorted(|x|)[int(q * numel)]`` over every
+    value, by selection (O(numel)) instead of a full sort. ``clamp="per_sample"``: the official
+    default, :func:`per_sample_threshold`.
+    """
+    if check_clamp(clamp) == "per_sample":
+        return per_sample_threshold(mats, q)
     numel = sum(m.numel() for m in mats)
     index = min(int(q * numel), numel - 1)
     if mats[0].device.type == "cpu":
@@ -48,6 +57,34 @@ def clamp_threshold(mats: list[torch.Tensor], q: float) -> torch.Tensor:
         return torch.tensor(np.partition(flat, index)[index])
     flat = torch.cat([m.abs().flatten() for m in mats])
     return torch.kthvalue(flat, index + 1).values
+
+
+def per_sample_threshold(mats: list[torch.Tensor], q: float) -> torch.Tensor:
+    """The official clamp threshold without ``--precise``: for each sample (row) the ``q``-quantile
+    of |x| over all its values (every layer's), with linear interpolation between order
+    statistics as ``torch.quantile``; then the mean of these n quantiles.
+
+    By selection (O(numel)) instead of a sort, in the input's precision. The interpolation weight is
+    computed as torch 2.x computes it (``q`` rounded to the input's dtype, the rank
+    ``q * (m - 1)`` in double), so the result equals ``torch.quantile(|x|.flatten(1), q,
+    dim=1).mean()`` bit for bit on the installed torch (tested), with no limit on the row length.
+    """
+    rows = torch.cat([m.abs() for m in mats], dim=1) if len(mats) > 1 else mats[0].abs()
+    rank = float(torch.tensor(q, dtype=rows.dtype)) * (rows.shape[1] - 1)
+    lo, hi = math.floor(rank), math.ceil(rank)
+    weight = torch.tensor(rank - lo, dtype=rows.dtype, device=rows.device)
+    below, above = _row_order_statistics(rows, lo, hi, rows.device.type == "cpu")
+    return torch.lerp(below, above, weight).mean()
+
+
+def _row_order_statistics(rows: torch.Tensor, lo: int, hi: int, numpy: bool):
+    """The ``lo``-th and ``hi``-th smallest value (0-based) of each row: NumPy selection on the CPU,
+    ``torch.kthvalue`` elsewhere."""
+    if numpy:
+        part = np.partition(rows.numpy(), sorted({lo, hi}), axis=1)
+        return torch.from_numpy(part[:, lo].copy()), torch.from_numpy(part[:, hi].copy())
+    below = torch.kthvalue(rows, lo + 1, dim=1).values
+    return below, below if hi == lo else torch.kthvalue(rows, hi + 1, dim=1).values
 
 
 def _row_unit_scale(m: torch.Tensor) -> torch.Tensor:
@@ -69,32 +106,57 @@ def _normalise_rows(m: torch.Tensor, name: str) -> torch.Tensor:
     return m / norms
 
 
-def _clamp(mats: list[torch.Tensor], q, name: str) -> list[torch.Tensor]:
+def _clamp(mats: list[torch.Tensor], q, name: str, clamp: str = "exact") -> list[torch.Tensor]:
     q = check_float(q, "q", 0, 1, low_inclusive=False)
     if q == 1:
         return mats
-    t = clamp_threshold(mats, q).to(mats[0].device)
+    t = clamp_threshold(mats, q, clamp).to(mats[0].device)
     if float(t) == 0:
-        raise ValueError(f"the {q} quantile of |{name}| is 0 (mostly zeros): clamping would zero every "
+        what = "quantile" if clamp == "exact" else "per-sample quantile (averaged)"
+        raise ValueError(f"the {q} {what} of |{name}| is 0 (mostly zeros): clamping would zero every "
                          "row; use a larger q or q=1 (no clamping)")
     return [m.clamp(-t, t) for m in mats]
 
 
-def _prepare_list(mats: list[torch.Tensor], q, name: str) -> list[torch.Tensor]:
-    return [_normalise_rows(m, f"{name}[layer {i}]") for i, m in enumerate(_clamp(mats, q, name))]
+def _prepare_list(mats: list[torch.Tensor], q, name: str, clamp: str) -> list[torch.Tensor]:
+    return [_normalise_rows(m, f"{name}[layer {i}]") for i, m in enumerate(_clamp(mats, q, name, clamp))]
 
 
-def prepare(feats, q: float = 0.95):
+def prepare(feats, q: float = 0.95, clamp: str = "exact"):
     """The paper's feature preparation: clamp outliers, then l2-normalise each row of each layer.
 
-    The clamp threshold is the exact ``q``-quantile of :math:`|x|` over the *whole* input (all layers
-    together), taken as in the official code: ``sorted(|x|)[int(q * numel)]``. No mean-centring.
+    Every value is clamped to :math:`[-t, t]`, one threshold :math:`t` for the whole input (all
+    layers together); no mean-centring. The official code (``remove_outliers`` in platonic-rep's
+    ``metrics.py``, the same at commits 4dd084e and dcd76ba) has two rules for :math:`t`:
+
+    ``clamp="exact"`` (default)
+        The exact ``q``-quantile of :math:`|x|` over every value of the n x L x d tensor, taken as
+        the official code does: ``sorted(|x|)[int(q * numel)]`` (no interpolation). This is the
+        official rule with ``measure_alignment.py --precise``, and the one its
+        ``platonic/alignment.py`` scorer always uses.
+    ``clamp="per_sample"``
+        For each sample (row) the ``q``-quantile of its own :math:`|x|` over all its L x d values
+        (``torch.quantile``, linear interpolation), then the mean of these n values
+        (:func:`per_sample_threshold`). This is what ``measure_alignment.py`` does *without*
+        ``--precise``, i.e. with the command the official README gives. Its ``max_threshold``
+        argument is never used (no effect). Computed in the input's precision (the official code
+        casts to float32 first).
+
+    With a list of layers both rules pool each row's values across the layers, as for a tensor
+    (platonic-rep's HEAD, given a list, clamps each layer at its own threshold instead).
+    The two thresholds agree when every sample's values follow one distribution and part when
+    samples differ in size: the exact rule takes the quantile of all values pooled, the per-sample
+    rule the mean of each row's own quantile (heavy-tailed values with log-normal sample scales,
+    q = 0.99: the per-sample threshold is 0.6 of the exact one). Chapter 5 measures the difference
+    on the book's real features (its grid under both rules).
 
     Parameters
     ----------
     feats : array-like or torch.Tensor of shape (n, d) or (n, L, d), or a list of (n, d_l) layers
     q : float
         In (0, 1]; ``q = 1`` skips the clamp.
+    clamp : {"exact", "per_sample"}
+        The threshold rule (above).
 
     Returns
     -------
@@ -103,30 +165,35 @@ def prepare(feats, q: float = 0.95):
     Raises
     ------
     ValueError
-        for NaN/inf, a zero row (cannot be normalised), or a zero clamp threshold.
+        for NaN/inf, a zero row (cannot be normalised), a zero clamp threshold, or an unknown
+        ``clamp``.
     """
     def like(result, original):
         return result if isinstance(original, torch.Tensor) else result.cpu().numpy()
 
+    clamp = check_clamp(clamp)
     if isinstance(feats, (list, tuple)):
-        out = _prepare_list(as_layers(feats, "feats"), q, "feats")
+        out = _prepare_list(as_layers(feats, "feats"), q, "feats", clamp)
         return [like(o, f) for o, f in zip(out, feats)]
     t = to_tensor(feats, "feats")
     if t.ndim == 2:
-        out = _prepare_list([as_matrix(t, "feats")], q, "feats")[0]
+        out = _prepare_list([as_matrix(t, "feats")], q, "feats", clamp)[0]
     elif t.ndim == 3:
-        out = torch.stack(_prepare_list(as_layers(t, "feats"), q, "feats"), dim=1)
+        out = torch.stack(_prepare_list(as_layers(t, "feats"), q, "feats", clamp), dim=1)
     else:
         raise ValueError(f"feats must be n x d, n x L x d or a list of n x d layers, got shape {tuple(t.shape)}")
     return like(out, feats)
 
 
-def prepared_layers(layers, q, include_concat: bool = False, name: str = "layers_a") -> list[torch.Tensor]:
+def prepared_layers(layers, q, include_concat: bool = False, name: str = "layers_a",
+                    clamp: str = "exact") -> list[torch.Tensor]:
     """Validated layers after :func:`prepare` (``q=None``: as given), with the concatenation of all
-    layers first when ``include_concat`` (the paper-era candidate, index -1)."""
+    layers first when ``include_concat`` (the paper-era candidate, index -1). ``clamp``: the
+    threshold rule of :func:`prepare`."""
+    clamp = check_clamp(clamp)
     mats = as_layers(layers, name)
     if q is not None:
-        mats = _clamp(mats, q, name)
+        mats = _clamp(mats, q, name, clamp)
     out = mats if q is None else [_normalise_rows(m, f"{name}[layer {i}]") for i, m in enumerate(mats)]
     if check_bool(include_concat, "include_concat"):
         concat = torch.cat(mats, dim=1)
@@ -134,7 +201,8 @@ def prepared_layers(layers, q, include_concat: bool = False, name: str = "layers
     return out
 
 
-def prepared_layer(layers, index: int, q: float | None = 0.95, include_concat: bool = False):
+def prepared_layer(layers, index: int, q: float | None = 0.95, include_concat: bool = False,
+                   clamp: str = "exact"):
     """One candidate layer exactly as the protocol scored it: the whole tensor clamped at its
     ``q``-quantile, then this layer's rows l2-normalised (index -1 is the concatenation of all
     layers when ``include_concat``, as :func:`best_layer_pair` numbers it).
@@ -147,14 +215,14 @@ def prepared_layer(layers, index: int, q: float | None = 0.95, include_concat: b
     layers : n x L x d array/tensor or a list of n x d_l layers
     index : int
         ``0 <= index < L``, or ``-1`` with ``include_concat``.
-    q, include_concat
+    q, include_concat, clamp
         As in :func:`best_layer_pair`.
 
     Returns
     -------
     n x d_index array (a tensor for a tensor input)
     """
-    mats = prepared_layers(layers, q, include_concat, "layers")
+    mats = prepared_layers(layers, q, include_concat, "layers", clamp)
     shift = 1 if include_concat else 0
     lo = -1 if include_concat else 0
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not lo <= index < len(mats) - shift:
@@ -164,9 +232,9 @@ def prepared_layer(layers, index: int, q: float | None = 0.95, include_concat: b
     return out if isinstance(layers, torch.Tensor) else out.cpu().numpy()
 
 
-def prepared_pair(layers_a, layers_b, q, include_concat):
-    A = prepared_layers(layers_a, q, include_concat, "layers_a")
-    B = prepared_layers(layers_b, q, include_concat, "layers_b")
+def prepared_pair(layers_a, layers_b, q, include_concat, clamp: str = "exact"):
+    A = prepared_layers(layers_a, q, include_concat, "layers_a", clamp)
+    B = prepared_layers(layers_b, q, include_concat, "layers_b", clamp)
     if A[0].shape[0] != B[0].shape[0]:
         raise ValueError(f"layers_a and layers_b must describe the same samples: {A[0].shape[0]} vs "
                          f"{B[0].shape[0]} rows")
@@ -174,7 +242,7 @@ def prepared_pair(layers_a, layers_b, q, include_concat):
 
 
 def layer_scores(layers_a, layers_b, metric: str = "mutual_knn", k: int | None = 10, q: float | None = 0.95,
-                 include_concat: bool = False, **options) -> np.ndarray:
+                 include_concat: bool = False, clamp: str = "exact", **options) -> np.ndarray:
     """The metric for every (layer of A, layer of B) pair, after the paper's :func:`prepare`.
 
     Parameters
@@ -192,6 +260,9 @@ def layer_scores(layers_a, layers_b, metric: str = "mutual_knn", k: int | None =
         whole), as in the paper-era official code (``measure_alignment.compute_score`` at commit
         4dd084e, its index -1). The result then has shape (L_a + 1, L_b + 1), row/column 0 being the
         concatenation.
+    clamp : {"exact", "per_sample"}
+        The clamp threshold rule of :func:`prepare`: the exact global quantile (default; official
+        ``--precise``) or the mean of per-sample quantiles (the official command's default).
     **options
         The metric's options.
 
@@ -203,7 +274,7 @@ def layer_scores(layers_a, layers_b, metric: str = "mutual_knn", k: int | None =
     -----
     Each layer's neighbour lists (or kernel matrix) are computed once and reused for every pair.
     """
-    A, B = prepared_pair(layers_a, layers_b, q, include_concat)
+    A, B = prepared_pair(layers_a, layers_b, q, include_concat, clamp)
     return layer_scorer(metric, A, B, k, options, where="layer_scores")(None).cpu().numpy()
 
 
@@ -218,17 +289,18 @@ def best_of(scores, include_concat: bool = False) -> tuple[float, tuple[int, int
 
 
 def best_layer_pair(layers_a, layers_b, metric: str = "mutual_knn", k: int | None = 10,
-                    q: float | None = 0.95, include_concat: bool = False,
+                    q: float | None = 0.95, include_concat: bool = False, clamp: str = "exact",
                     **options) -> tuple[float, tuple[int, int]]:
     """The paper's alignment score of two models: the best layer pair, floored at 0.
 
-    Clamp each model's whole tensor at its exact ``q``-quantile of :math:`|x|`, l2-normalise each
-    layer's rows (:func:`prepare`), compute the metric for every layer pair, and return the maximum
-    (floored at 0, as the official loop starts its running best at 0) with its layer indices.
+    Clamp each model's whole tensor at its ``q``-quantile of :math:`|x|` (exact, or per sample and
+    averaged with ``clamp="per_sample"``), l2-normalise each layer's rows (:func:`prepare`), compute
+    the metric for every layer pair, and return the maximum (floored at 0, as the official loop
+    starts its running best at 0) with its layer indices.
 
     Parameters
     ----------
-    layers_a, layers_b, metric, k, q, include_concat, **options
+    layers_a, layers_b, metric, k, q, include_concat, clamp, **options
         As in :func:`layer_scores`. ``include_concat=True`` also tries all layers concatenated
         (index -1), the paper-era protocol; off by default, as in the official code's current version.
 
@@ -245,5 +317,5 @@ def best_layer_pair(layers_a, layers_b, metric: str = "mutual_knn", k: int | Non
     The maximum over many pairs is biased upwards under the null: use :func:`calibrate_layers`.
     """
     scores = layer_scores(layers_a, layers_b, metric=metric, k=k, q=q, include_concat=include_concat,
-                          **options)
+                          clamp=clamp, **options)
     return best_of(scores, include_concat)

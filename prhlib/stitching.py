@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from ._checks import as_matrix, check_int
+from ._threads import limited
 
 __all__ = [
     "as_sequential",
@@ -197,7 +198,7 @@ def feature_shape(module: nn.Module, example: torch.Tensor) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-def activations(model, x, layers, batch_size: int = 64) -> dict[str, torch.Tensor]:
+def activations(model, x, layers, batch_size: int = 8) -> dict[str, torch.Tensor]:
     """Run ``model`` once (eval mode) and keep the unpooled outputs of the named children ``layers``.
 
     One pass serves several cuts: stitches can then be trained and evaluated on cached activations
@@ -210,6 +211,10 @@ def activations(model, x, layers, batch_size: int = 64) -> dict[str, torch.Tenso
     x : tensor (n, ...)
     layers : list of str
         child names; the pass stops after the last one requested.
+    batch_size : int
+        inputs per forward pass. Small by default: at 224 pixels an early feature map of a batch
+        of 64 is a buffer of ~100 MB, and allocating such buffers layer after layer cost a third
+        of a CPU pass in page faults; a batch of 8 is as fast per image without them.
 
     Returns
     -------
@@ -620,11 +625,13 @@ def _lstsq_affine(a: np.ndarray, b: np.ndarray, ridge: float) -> tuple[np.ndarra
     ac, bc = a - mean_a, b - mean_b
     # Normal equations (d_a x d_a): fast for the many rows of a convolutional stitch (every pixel is a
     # row). Without ridge, lstsq on them gives the minimum-norm solution even for dead channels.
-    gram, rhs = ac.T @ ac, ac.T @ bc
-    if ridge == 0:
-        w = np.linalg.lstsq(gram, rhs, rcond=None)[0]
-    else:
-        w = np.linalg.solve(gram + ridge * np.eye(a.shape[1]), rhs)
+    # One thread: products this small ran 10-20x slower on two BLAS threads of a busy 2-core machine.
+    with limited(1):
+        gram, rhs = ac.T @ ac, ac.T @ bc
+        if ridge == 0:
+            w = np.linalg.lstsq(gram, rhs, rcond=None)[0]
+        else:
+            w = np.linalg.solve(gram + ridge * np.eye(a.shape[1]), rhs)
     return w, mean_b - mean_a @ w
 
 
@@ -730,7 +737,11 @@ def task_accuracies(model: nn.Module, x, y, task_slices=None, batch_size: int = 
     x, y = _check_xy(x, y)
     slices = _slices(task_slices)
     y = _check_labels(y, slices)
-    out = predict(model, x, batch_size)
+    return _output_accuracies(predict(model, x, batch_size), y, slices)
+
+
+def _output_accuracies(out: torch.Tensor, y: torch.Tensor, slices: list[slice]) -> np.ndarray:
+    """Top-1 accuracy of every task of outputs ``out`` against labels ``y`` ``(n, T)``."""
     return np.array([float((out[:, sl].argmax(1) == y[:, t]).float().mean()) for t, sl in enumerate(slices)])
 
 
@@ -742,8 +753,12 @@ def accuracy(model: nn.Module, x, y, task_slices=None, batch_size: int = 128) ->
 
 def predicted_labels(model: nn.Module, x, task_slices=None, batch_size: int = 128) -> torch.Tensor:
     """The model's own top-1 class of every task: ``(n, T)`` long (``T = 1`` without ``task_slices``)."""
-    out = predict(model, x, batch_size)
-    return torch.stack([out[:, sl].argmax(1) for sl in _slices(task_slices)], dim=1)
+    return _output_labels(predict(model, x, batch_size), _slices(task_slices))
+
+
+def _output_labels(out: torch.Tensor, slices: list[slice]) -> torch.Tensor:
+    """Top-1 class of every task of outputs ``out``: ``(n, T)`` long."""
+    return torch.stack([out[:, sl].argmax(1) for sl in slices], dim=1)
 
 
 def agreement(model: nn.Module, reference: nn.Module, x, x_reference=None, task_slices=None,
@@ -817,7 +832,8 @@ def compare_cuts(sender_train: dict, sender_test: dict, receiver_train: dict, re
     methods : any of ``"lstsq"`` (direct matching, :func:`fit_least_squares`), ``"task"`` (trained
         on the task loss from a random initialisation, :func:`train_stitch`), ``"lstsq+task"``
         (least squares, then the task loss), ``"identity"`` (no stitch; skipped where shapes differ).
-    soft_targets, task_slices, epochs, lr, batch_size, seed : passed to :func:`train_stitch`.
+    soft_targets, task_slices, epochs, lr, batch_size, seed : passed to :func:`train_stitch`
+        (``batch_size`` is also the batch of every evaluation).
     ridge : passed to :func:`fit_least_squares`.
 
     Returns
@@ -844,8 +860,11 @@ def compare_cuts(sender_train: dict, sender_test: dict, receiver_train: dict, re
             raise ValueError(f"cut {cut!r}: sender and receiver activations describe different numbers of inputs")
         _, top = split(receiver, cut)
         receiver_top = StitchedModel(nn.Identity(), nn.Identity(), top)
-        labels = predicted_labels(receiver_top, b_te, task_slices) if y_test is None else y_test
-        acc_receiver = accuracy(receiver_top, b_te, labels, task_slices)
+        slices = _slices(task_slices)
+        out_receiver = predict(receiver_top, b_te, batch_size)  # one pass: its labels and its score
+        labels = _output_labels(out_receiver, slices) if y_test is None else y_test
+        _, y_checked = _check_xy(b_te, labels, "y_test")
+        acc_receiver = float(_output_accuracies(out_receiver, _check_labels(y_checked, slices), slices).mean())
         for method in methods:
             if method == "identity":
                 if tuple(a_te.shape[1:]) != tuple(b_te.shape[1:]):
@@ -861,7 +880,7 @@ def compare_cuts(sender_train: dict, sender_test: dict, receiver_train: dict, re
             if method in ("task", "lstsq+task"):
                 train_stitch(model, a_tr, y_train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                              soft_targets=soft_targets, task_slices=task_slices)
-            acc = accuracy(model, a_te, labels, task_slices)
+            acc = accuracy(model, a_te, labels, task_slices, batch_size)
             records.append({"cut": cut, "method": method, "stitched": acc, "receiver": acc_receiver,
                             "penalty": stitching_penalty(acc, acc_receiver)})
     return records
@@ -961,8 +980,9 @@ def zero_shot_swap(train_a, y_train, test_b, y_test, anchors_a=None, anchors_b=N
         raise ValueError(f"absolute swap needs equal widths, got {train_a.shape[1]} and {test_b.shape[1]}; "
                          "pass anchors for a relative swap")
     clf = clone(classifier) if classifier is not None else LogisticRegression(max_iter=2000)
-    clf.fit(train_a, y_train)
-    return float((clf.predict(test_b) == y_test).mean())
+    with limited(1):  # a small fit: two BLAS threads made it 5-50x slower on a busy 2-core machine
+        clf.fit(train_a, y_train)
+        return float((clf.predict(test_b) == y_test).mean())
 
 
 def swap_table(embeddings, labels, train_idx, test_idx, anchor_idx=None, center: bool = False,
@@ -1015,8 +1035,9 @@ def swap_table(embeddings, labels, train_idx, test_idx, anchor_idx=None, center:
     table = pd.DataFrame(np.nan, index=names, columns=names, dtype=float)
     for fit_on in names:
         clf = clone(classifier) if classifier is not None else LogisticRegression(max_iter=2000)
-        clf.fit(train[fit_on], labels[train_idx])
-        for test_on in names:
-            if test[test_on].shape[1] == train[fit_on].shape[1]:
-                table.loc[fit_on, test_on] = float((clf.predict(test[test_on]) == labels[test_idx]).mean())
+        with limited(1):  # as in zero_shot_swap (and the same numbers)
+            clf.fit(train[fit_on], labels[train_idx])
+            for test_on in names:
+                if test[test_on].shape[1] == train[fit_on].shape[1]:
+                    table.loc[fit_on, test_on] = float((clf.predict(test[test_on]) == labels[test_idx]).mean())
     return table

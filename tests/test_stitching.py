@@ -119,6 +119,15 @@ def test_activations_match_the_bottoms_and_feed_an_identity_bottom_stitch(task):
         S.activations(task["a"], x, ["block7"])
 
 
+def test_activations_do_not_depend_on_the_batch_size(task):
+    x = task["x_test"][:37]  # not a multiple of any batch size below
+    ref = S.activations(task["a"], x, ["stem", "pool"], batch_size=len(x))
+    for batch_size in (1, 5, 8, 64):
+        acts = S.activations(task["a"], x, ["stem", "pool"], batch_size=batch_size)
+        for cut in ref:
+            assert torch.allclose(acts[cut], ref[cut], atol=1e-6)
+
+
 def test_split_errors_name_the_problem(task):
     with pytest.raises(ValueError, match="no layer named 'block9'.*stem"):
         S.split(task["a"], "block9")
@@ -507,6 +516,32 @@ def test_compare_cuts_errors(task):
     short = {"block1": acts["block1"][:10]}
     with pytest.raises(ValueError, match="different numbers of inputs"):
         S.compare_cuts(acts, acts, short, acts, task["b"], methods=("lstsq",))
+    with pytest.raises(ValueError, match="y_test have different numbers of rows"):
+        S.compare_cuts(acts, acts, acts, acts, task["b"], y_test=task["y_test"][:5], methods=("lstsq",))
+
+
+def test_compare_cuts_scores_the_receiver_like_accuracy_and_agreement(task):
+    acts = {split: S.activations(task["b"], task[f"x_{split}"], ["block1"]) for split in ("train", "test")}
+    kw = dict(sender_train=acts["train"], sender_test=acts["test"], receiver_train=acts["train"],
+              receiver_test=acts["test"], receiver=task["b"], methods=("lstsq",))
+    labelled = S.compare_cuts(**kw, y_test=task["y_test"], batch_size=7)[0]
+    assert labelled["receiver"] == pytest.approx(S.accuracy(task["b"], task["x_test"], task["y_test"]))
+    # a self-stitch by least squares is exact: it agrees with the receiver on every input
+    assert S.compare_cuts(**kw, y_test=None)[0]["stitched"] == 1.0
+
+
+def test_least_squares_and_swaps_leave_the_callers_thread_setting_alone():
+    rng = np.random.default_rng(0)
+    x, labels = rng.standard_normal((60, 4)), np.repeat(np.arange(3), 20)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        S.fit_linear_map(x, x @ rng.standard_normal((4, 3)))
+        S.zero_shot_swap(x, labels, x, labels)
+        S.swap_table({"a": x}, labels, np.arange(40), np.arange(40, 60))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_swap_table_matches_zero_shot_swap_cell_by_cell():

@@ -46,7 +46,7 @@ def clamp_threshold(mats: list[torch.Tensor], q: float, clamp: str = "exact") ->
 
     ``clamp="exact"``: the official ``--precise`` rule ``sorted(|x|)[int(q * numel)]`` over every
     value, by selection (O(numel)) instead of a full sort. ``clamp="per_sample"``: the official
-    default, :func:`per_sample_threshold`.
+    default, ``per_sample_threshold``.
     """
     if check_clamp(clamp) == "per_sample":
         return per_sample_threshold(mats, q)
@@ -137,7 +137,7 @@ def prepare(feats, q: float = 0.95, clamp: str = "exact"):
     ``clamp="per_sample"``
         For each sample (row) the ``q``-quantile of its own :math:`|x|` over all its L x d values
         (``torch.quantile``, linear interpolation), then the mean of these n values
-        (:func:`per_sample_threshold`). This is what ``measure_alignment.py`` does *without*
+        (``per_sample_threshold``). This is what ``measure_alignment.py`` does *without*
         ``--precise``, i.e. with the command the official README gives. Its ``max_threshold``
         argument is never used (no effect). Computed in the input's precision (the official code
         casts to float32 first).

@@ -310,10 +310,12 @@ def align(layers_a: Sequence[np.ndarray], layers_b: Sequence[np.ndarray], layere
         raise UsageError(f"A has {n} rows but B has {layers_b[0].shape[0]}: row i of both files must describe "
                          "the same input")
     k = _check_align_args(metric, k, n, permutations, alpha, q)
-    from ._checks import CLAMP_RULES
+    from ._checks import check_clamp
 
-    if clamp not in CLAMP_RULES:
-        raise UsageError(f"--clamp must be one of {', '.join(CLAMP_RULES)}, got {clamp!r}")
+    try:
+        clamp = check_clamp(clamp, "--clamp")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     kw = dict(metric=metric, k=k, permutations=permutations, alpha=alpha, seed=seed)
     show = progress and permutations >= PROGRESS_FROM
     try:

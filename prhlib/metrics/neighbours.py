@@ -189,9 +189,7 @@ class TieAware:
         """Every membership weight as one n x n matrix (float64 when a row is tied, else bool)."""
         n = self.lists.shape[0]
         if self.weights is None:
-            out = torch.zeros((n, n), dtype=torch.bool, device=self.lists.device)
-            out.scatter_(1, self.lists, True)
-            return out
+            return neighbour_table(self.lists)
         return self.dense(torch.arange(n, device=self.lists.device))
 
     def dense(self, rows: torch.Tensor) -> torch.Tensor:
@@ -298,6 +296,15 @@ def determined_lists(xs: Sequence[torch.Tensor], k: int, metric: str, names: Seq
     return [lst[:, :k] for lst in lists]
 
 
+def neighbour_table(lists: torch.Tensor) -> torch.Tensor:
+    """The n x n boolean table of neighbour lists ``lists`` (n x k): entry (i, j) is True when j is
+    among i's listed neighbours."""
+    n = lists.shape[0]
+    table = torch.zeros((n, n), dtype=torch.bool, device=lists.device)
+    table.scatter_(1, lists, True)
+    return table
+
+
 def _edge_lookup(knn_a: torch.Tensor):
     """A function (i, j) -> is j among A's neighbours of i, for index tensors i, j of one shape.
 
@@ -307,8 +314,7 @@ def _edge_lookup(knn_a: torch.Tensor):
     n = knn_a.shape[0]
     rows = torch.arange(n, device=knn_a.device).unsqueeze(1)
     if n * n <= CHUNK_ELEMENTS:
-        table = torch.zeros((n, n), dtype=torch.bool, device=knn_a.device)
-        table[rows, knn_a] = True
+        table = neighbour_table(knn_a)
         return lambda i, j: table[i, j]
     codes = (rows * n + knn_a.sort(dim=1).values).flatten()   # sorted: row offsets i * n dominate
 
